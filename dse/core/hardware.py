@@ -1,0 +1,88 @@
+"""Hardware pytree: the resources a roofline needs, all numeric leaves in SI units.
+
+Peaks are dense (no structured sparsity) FLOP/s per operand precision; 0 means the device has no
+such unit, and an operation at that precision then runs on the next wider unit that exists
+(a V100 has no int8 tensor cores: W8A8 runs at its fp16 peak). ``bf16`` and ``fp16`` share
+one entry (``fp16``): every catalog device has equal dense peaks for both.
+
+Roofline and efficiency: Williams, Waterman and Patterson, "Roofline", CACM 2009; the
+efficiency and per-kernel-overhead defaults are calibrated in ``conf/hardware`` (see there).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from dse.core.design import Array, _check, _fail
+
+#: precisions with a peak entry, and their operand width in bits (fp8 and int8 are both 8 bits;
+#: an 8-bit operation runs at the faster of the two).
+PRECISION_BITS = {"int4": 4.0, "fp8": 8.0, "int8": 8.0, "fp16": 16.0, "fp32": 32.0}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One accelerator (per device; tensor parallelism multiplies devices, not these numbers)."""
+
+    mem_bw: Array  # bytes/s, DRAM/HBM bandwidth
+    mem_capacity: Array  # bytes
+    peak_fp32: Array  # FLOP/s, dense
+    peak_fp16: Array  # FLOP/s, dense, bf16 == fp16
+    peak_fp8: Array = 0.0
+    peak_int8: Array = 0.0
+    peak_int4: Array = 0.0
+    link_bw: Array = 0.0  # bytes/s per device, one direction, for collectives
+    link_latency: Array = 0.0  # s per collective step
+    flops_efficiency: Array = 1.0  # achieved / peak FLOP/s of a matmul-heavy kernel
+    mem_efficiency: Array = 1.0  # achieved / peak bandwidth of a streaming kernel
+    kernel_overhead_s: Array = 0.0  # fixed cost per kernel launch
+
+
+Hardware = jax.tree_util.register_dataclass(
+    Hardware, data_fields=[
+        "mem_bw", "mem_capacity", "peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4",
+        "link_bw", "link_latency", "flops_efficiency", "mem_efficiency", "kernel_overhead_s"],
+    meta_fields=[])
+
+
+def make_hardware(*, mem_bw, mem_capacity, peak_flops: dict, link_bw=0.0, link_latency=0.0,
+                  flops_efficiency=1.0, mem_efficiency=1.0, kernel_overhead_s=0.0) -> Hardware:
+    """Hardware from the config schema: ``peak_flops`` maps fp32, bf16, fp16, fp8, int8, int4 → FLOP/s."""
+    known = {"fp32", "bf16", "fp16", "fp8", "int8", "int4"}
+    for key in peak_flops:
+        if key not in known:
+            _fail(f"hardware.peak_flops.{key}", peak_flops[key], f"unknown precision; use one of {sorted(known)}")
+    p = {k: float(v or 0.0) for k, v in peak_flops.items()}
+    fp16 = max(p.get("fp16", 0.0), p.get("bf16", 0.0))
+    return Hardware(mem_bw=float(mem_bw), mem_capacity=float(mem_capacity), peak_fp32=p.get("fp32", 0.0),
+                    peak_fp16=fp16, peak_fp8=p.get("fp8", 0.0), peak_int8=p.get("int8", 0.0),
+                    peak_int4=p.get("int4", 0.0), link_bw=float(link_bw), link_latency=float(link_latency),
+                    flops_efficiency=float(flops_efficiency), mem_efficiency=float(mem_efficiency),
+                    kernel_overhead_s=float(kernel_overhead_s))
+
+
+def ideal(hw: Hardware) -> Hardware:
+    """The same device on the ideal roofline: efficiency 1, no per-kernel overhead."""
+    return Hardware(**{**hw.__dict__, "flops_efficiency": 1.0, "mem_efficiency": 1.0, "kernel_overhead_s": 0.0})
+
+
+def validate_hardware(hw: Hardware, prefix: str = "hardware.") -> Hardware:
+    """Check a concrete Hardware; raise DesignError naming the field, the value and the rule."""
+    pos = lambda x: np.isfinite(x) & (x > 0)  # noqa: E731
+    nonneg = lambda x: np.isfinite(x) & (x >= 0)  # noqa: E731
+    _check(prefix + "mem_bw", hw.mem_bw, pos, "must be a positive bandwidth in bytes/s")
+    _check(prefix + "mem_capacity", hw.mem_capacity, pos, "must be a positive capacity in bytes")
+    for name in ("fp32", "fp16", "fp8", "int8", "int4"):
+        _check(f"{prefix}peak_flops.{name}", getattr(hw, "peak_" + name), nonneg,
+               "must be a non-negative FLOP/s (0: the device has no such unit)")
+    if not (np.asarray(hw.peak_fp16) > 0).all() and not (np.asarray(hw.peak_fp32) > 0).all():
+        _fail(prefix + "peak_flops", 0, "needs a positive fp16/bf16 or fp32 peak")
+    _check(prefix + "link_bw", hw.link_bw, nonneg, "must be a non-negative bandwidth in bytes/s")
+    _check(prefix + "link_latency", hw.link_latency, nonneg, "must be a non-negative time in s")
+    for name in ("flops_efficiency", "mem_efficiency"):
+        _check(prefix + name, getattr(hw, name), lambda x: np.isfinite(x) & (x > 0) & (x <= 1),
+               "must be in (0, 1]")
+    _check(prefix + "kernel_overhead_s", hw.kernel_overhead_s, nonneg, "must be a non-negative time in s")
+    return hw

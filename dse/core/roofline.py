@@ -1,0 +1,84 @@
+"""Roofline time of each operator, and the smooth surrogates used for gradients.
+
+Per op: ``compute_s = FLOPs / (peak(bits) · flops_efficiency)``, ``memory_s = bytes /
+(mem_bw · mem_efficiency)``; ``time_s = max(compute_s, memory_s)`` (perfect overlap, the lower
+bound) or their sum (no overlap, the upper bound), plus a fixed per-kernel overhead — Williams
+et al. 2009; "How to scale your model" (Austin et al. 2025, roofline chapter) for max vs sum.
+Collectives use the ring all-reduce cost ``2(p−1)·α + 2(p−1)/p · n/β`` (Thakur, Rabenseifner
+and Gropp 2005), α the link latency and β the link bandwidth.
+
+``smooth=True`` replaces every max and every precision step by a smooth function with a
+temperature, for gradients; reported figures use ``smooth=False`` (exact).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from dse.core.conventions import Conventions
+from dse.core.hardware import Hardware
+from dse.core.ops import Op
+
+#: relative temperature of the smooth max: smax(a, b) - max(a, b) <= SMOOTH_TEMP · ln 2 · (a + b)
+SMOOTH_TEMP = 0.01
+#: width, in bits, of the smooth step between two precisions' peaks
+BITS_TEMP = 0.15
+
+
+class OpTime(NamedTuple):
+    compute_s: object
+    memory_s: object
+    comm_s: object
+    time_s: object  # per occurrence, overhead included
+
+
+def smooth_max(a, b, temp=SMOOTH_TEMP):
+    """max(a, b) + t·log(1 + exp(-|a-b|/t)) with t = temp·(a+b): smooth, >= max, error <= t·ln2."""
+    t = temp * (jnp.abs(a) + jnp.abs(b)) + 1e-30
+    return jnp.maximum(a, b) + t * jax.nn.softplus(-jnp.abs(a - b) / t)
+
+
+def peak_flops(hw: Hardware, bits, *, smooth: bool = False):
+    """FLOP/s of an op whose operands are ``bits`` wide: the narrowest unit at least that wide.
+
+    Units that do not exist (peak 0) are skipped; in smooth mode the steps at 4, 8 and 16 bits
+    become sigmoids of width BITS_TEMP in bits, so d(time)/d(bits) is defined everywhere.
+    """
+    peak = jnp.where(hw.peak_fp32 > 0, hw.peak_fp32, hw.peak_fp16)
+    p8 = jnp.maximum(hw.peak_fp8, hw.peak_int8)
+    for width, p in ((16.0, hw.peak_fp16), (8.0, p8), (4.0, hw.peak_int4)):
+        if smooth:
+            s = jax.nn.sigmoid((width + 0.5 - bits) / BITS_TEMP) * (p > 0)
+            peak = jnp.exp(s * jnp.log(jnp.maximum(p, 1.0)) + (1 - s) * jnp.log(peak))
+        else:
+            peak = jnp.where((bits <= width) & (p > 0), p, peak)
+    return peak
+
+
+def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak_bits=None, smooth: bool = False) -> OpTime:
+    """Roofline time of one occurrence of ``op`` on one device."""
+    eff_f = hw.flops_efficiency if conv.efficiency else 1.0
+    eff_m = hw.mem_efficiency if conv.efficiency else 1.0
+    overhead = hw.kernel_overhead_s if conv.efficiency else 0.0
+    bits = op.bits if peak_bits is None else peak_bits
+    compute = op.flops / (peak_flops(hw, bits, smooth=smooth) * eff_f)
+    memory = op.bytes / (hw.mem_bw * eff_m)
+    steps = 2.0 * (tp - 1.0)
+    comm = jnp.where(op.comm_bytes > 0, steps * hw.link_latency
+                     + steps / tp * op.comm_bytes / jnp.maximum(hw.link_bw, 1e-30), 0.0)
+    if conv.overlap == "sum":
+        busy = compute + memory
+    else:
+        busy = smooth_max(compute, memory) if smooth else jnp.maximum(compute, memory)
+    launched = jnp.where(op.flops + op.bytes > 0, 1.0, 0.0)
+    return OpTime(compute, memory, comm, busy + comm + launched * overhead)
+
+
+def uniform_peak_bits(quant, conv: Conventions):
+    """LLM-Viewer's rule: every op at the int8 peak iff w, a and kv bits are all <= 8, else fp16."""
+    if conv.peak_rule == "operands":
+        return None
+    widest = jnp.maximum(jnp.maximum(quant.w_bits, quant.a_bits), quant.kv_bits)
+    return jnp.where(widest <= 8, 8.0, 16.0)
