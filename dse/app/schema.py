@@ -1,0 +1,158 @@
+"""Structured-config schemas (the user-facing keys of DESIGN.md), registered in Hydra's ConfigStore.
+
+The YAML files in ``conf/`` extend these schemas (``defaults: [model_schema, _self_]``), so a
+typo in a key or a string where a number belongs fails at composition with OmegaConf's message.
+Range rules (positive sizes, bits in [1, 32], divisibility) are checked in :mod:`dse.app.build`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from dse.core.conventions import Conventions
+
+
+@dataclass
+class ModelConfig:
+    name: str = "custom"
+    n_layers: int = 32
+    d_model: int = 4096
+    n_heads: int = 32
+    n_kv_heads: Optional[int] = None  # default: n_heads (MHA)
+    d_head: Optional[int] = None  # default: d_model / n_heads
+    d_ff: Optional[int] = None  # default: 4 d_model
+    vocab: int = 32000
+    n_positions: int = 0  # learned position table size (0: rotary/none)
+    gated_mlp: bool = True
+    causal: bool = True
+    tied_embeddings: bool = False
+    bias: bool = False
+    norm: str = "rmsnorm"
+    parallel_block: bool = False
+
+
+@dataclass
+class PeakFlopsConfig:  # FLOP/s, dense; 0 = no such unit
+    fp32: float = 0.0
+    bf16: float = 0.0
+    fp16: float = 0.0
+    fp8: float = 0.0
+    int8: float = 0.0
+    int4: float = 0.0
+
+
+@dataclass
+class HardwareConfig:
+    name: str = "custom"
+    mem_bw: float = 1e12  # bytes/s
+    mem_capacity: float = 80e9  # bytes
+    peak_flops: PeakFlopsConfig = field(default_factory=PeakFlopsConfig)
+    link_bw: float = 0.0  # bytes/s per direction
+    link_latency: float = 0.0  # s per collective step
+    flops_efficiency: float = 1.0
+    mem_efficiency: float = 1.0
+    kernel_overhead_s: float = 0.0
+    ideal: bool = False  # true: efficiency 1 and no overhead (the ideal roofline)
+
+
+@dataclass
+class QuantConfig:
+    w_bits: float = 16.0
+    a_bits: float = 16.0
+    kv_bits: float = 16.0
+
+
+@dataclass
+class WorkloadConfig:
+    batch: int = 1
+    prompt_len: int = 512
+    gen_len: int = 128
+    tp: int = 1
+
+
+def _conventions_schema():
+    hints = typing.get_type_hints(Conventions)
+    return dataclasses.make_dataclass(
+        "ConventionsConfig", [(f.name, hints[f.name], f.default) for f in dataclasses.fields(Conventions)])
+
+
+ConventionsConfig = _conventions_schema()
+
+
+@dataclass
+class AccuracyConfig:
+    """Published points the proxies are fitted to (sources in conf/accuracy/*.yaml)."""
+    fit: str = "hoffmann2022"
+    E: float = 1.69
+    A: float = 406.4
+    B: float = 410.7
+    alpha: float = 0.34
+    beta: float = 0.28
+    train_tokens: float = 2.0e12
+    w_method: str = "rtn"
+    w_ppl: dict = field(default_factory=dict)  # {fp16: 5.47, rtn: {4: 5.73, 3: 6.66}, ...}
+    a_ppl: dict = field(default_factory=dict)  # {16: ..., 8: ..., 4: ...} or empty
+    kv_delta_ppl: float = 0.1
+    kv_delta_bits: float = 3.0
+    gqa_scores: dict = field(default_factory=dict)  # {mha: 47.2, gqa: 47.1, mqa: 46.6, n_heads: 64, gqa_groups: 8}
+
+
+@dataclass
+class ObjectiveConfig:
+    key: str = "decode_tokens_per_s"
+    dir: str = "max"  # max or min
+
+
+@dataclass
+class SweepConfig:
+    chunk_size: int = 262144
+    shard: int = 0
+    num_shards: int = 1
+    dtype: str = "float32"
+    keep_results: str = "auto"  # all, none, auto (all when the shard has <= max_rows points)
+    max_rows: int = 2_000_000
+    csv: str = "auto"  # write results.csv: always, never, auto (when <= csv_max_rows)
+    csv_max_rows: int = 200_000
+    pareto_fits_only: bool = True
+    objectives: list = field(default_factory=lambda: [
+        {"key": "decode_tokens_per_s", "dir": "max"}, {"key": "loss_proxy", "dir": "min"},
+        {"key": "memory_bytes", "dir": "min"}])
+    show: int = 15  # rows of the Pareto table printed
+    progress: bool = True
+
+
+@dataclass
+class TaskConfig:
+    name: str = "sweep"
+    params: dict = field(default_factory=dict)  # task-specific options
+
+
+@dataclass
+class DseConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    conventions: Any = field(default_factory=ConventionsConfig)
+    accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    space: dict = field(default_factory=dict)  # knob (config key) -> list of values or a range
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    optimize: dict = field(default_factory=dict)
+    smooth: bool = False
+
+
+SCHEMAS = {"model": ModelConfig, "hardware": HardwareConfig, "quant": QuantConfig,
+           "workload": WorkloadConfig, "conventions": ConventionsConfig, "accuracy": AccuracyConfig}
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (``<group>_schema`` in each group, ``dse_schema``)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="dse_schema", node=DseConfig)
+    for group, schema in SCHEMAS.items():
+        cs.store(group=group, name=f"{group}_schema", node=schema)
