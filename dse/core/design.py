@@ -110,8 +110,12 @@ def _fail(field_name: str, value, rule: str):
 
 
 def _fmt(v):
+    """A value as the user wrote it: 5 rather than 5.0, a list for arrays."""
     v = np.asarray(v)
-    return v.item() if v.size == 1 else v.tolist()
+    if v.size != 1:
+        return v.tolist()
+    x = v.item()
+    return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
 def _check(field_name: str, value, ok, rule: str):
