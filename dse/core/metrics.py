@@ -18,11 +18,11 @@ from dse.core.accuracy import AccuracyParams, accuracy_terms
 from dse.core.conventions import DEFAULT, Conventions
 from dse.core.design import Arch, Design
 from dse.core.hardware import Hardware
-from dse.core.ops import Op, step_ops
-from dse.core.roofline import OpTime, op_time, smooth_max, uniform_peak_bits
+from dse.core.ops import KV_DEPENDENT, Op, step_ops
+from dse.core.roofline import OpTime, op_times, smooth_max, uniform_peak_bits
 
 #: quadrature nodes of the smooth generation sum
-SMOOTH_NODES = 16
+SMOOTH_NODES = 8
 
 
 def param_counts(arch: Arch) -> dict:
@@ -80,39 +80,42 @@ def phase_tables(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, s
         steps["decode"] = (1.0 + 0.0 * w.prompt_len, w.prompt_len)
     for phase, (n_new, kv_len) in steps.items():
         ops = step_ops(a, q, w.batch, w.tp, n_new, kv_len, conv)
-        out[phase] = (ops, {k: op_time(o, hw, w.tp, conv, peak_bits=bits, smooth=smooth) for k, o in ops.items()})
+        out[phase] = (ops, op_times(ops, hw, w.tp, conv, peak_bits=bits, smooth=smooth))
     return out
 
 
 def _generation(design: Design, hw: Hardware, conv: Conventions, first, smooth: bool) -> dict:
-    """Exact (or smooth) totals of gen_len decode steps, from the steps at KV length P and P+1."""
+    """Exact (or smooth) totals of gen_len decode steps.
+
+    Ops outside KV_DEPENDENT cost the same at every step (n times the first); the attention ops
+    are affine in the KV length, so the step at P+1 gives their slope and the sums close exactly.
+    """
     a, q, w = design.arch, design.quant, design.workload
     ops0, t0 = first
-    ops1 = step_ops(a, q, w.batch, w.tp, 1.0, w.prompt_len + 1.0, conv)
-    bits = uniform_peak_bits(q, conv)
-    t1 = {k: op_time(o, hw, w.tp, conv, peak_bits=bits, smooth=smooth) for k, o in ops1.items()}
     n = w.gen_len
     tri = n * (n - 1) / 2
-
-    def total(v0, v1):
-        return n * v0 + (v1 - v0) * tri
-
-    flops = sum(o.count * total(o.flops, ops1[k].flops) for k, o in ops0.items())
-    nbytes = sum(o.count * total(o.bytes, ops1[k].bytes) for k, o in ops0.items())
-    time = 0.0
-    for k, o in ops0.items():
-        c0, m0, c1, m1 = t0[k].compute_s, t0[k].memory_s, t1[k].compute_s, t1[k].memory_s
-        fixed = t0[k].time_s - (c0 + m0 if conv.overlap == "sum" else jnp.maximum(c0, m0))
+    flops = n * sum(o.count * o.flops for k, o in ops0.items() if k not in KV_DEPENDENT)
+    nbytes = n * sum(o.count * o.bytes for k, o in ops0.items() if k not in KV_DEPENDENT)
+    time = n * sum(o.count * t0[k].time_s for k, o in ops0.items() if k not in KV_DEPENDENT)
+    ops1 = step_ops(a, q, w.batch, w.tp, 1.0, w.prompt_len + 1.0, conv)
+    kv_ops = [k for k in ops0 if k in KV_DEPENDENT]
+    t1s = op_times({k: ops1[k] for k in kv_ops}, hw, w.tp, conv, peak_bits=uniform_peak_bits(q, conv), smooth=smooth)
+    for k in kv_ops:
+        o0, o1, t1 = ops0[k], ops1[k], t1s[k]
+        flops = flops + o0.count * (n * o0.flops + (o1.flops - o0.flops) * tri)
+        nbytes = nbytes + o0.count * (n * o0.bytes + (o1.bytes - o0.bytes) * tri)
+        c0, m0, c1, m1 = t0[k].compute_s, t0[k].memory_s, t1.compute_s, t1.memory_s
         if conv.overlap == "sum":
-            busy = total(c0 + m0, c1 + m1)
+            busy = n * (c0 + m0) + (c1 + m1 - c0 - m0) * tri
+            fixed = t0[k].time_s - (c0 + m0)
         elif smooth:
-            nodes = (jnp.arange(SMOOTH_NODES) + 0.5) / SMOOTH_NODES
-            i = nodes * n - 0.5  # one design point: scalars (callers vmap)
+            i = (jnp.arange(SMOOTH_NODES) + 0.5) / SMOOTH_NODES * n - 0.5  # midpoint rule
             busy = n / SMOOTH_NODES * jnp.sum(smooth_max(c0 + (c1 - c0) * i, m0 + (m1 - m0) * i))
             fixed = t0[k].time_s - smooth_max(c0, m0)
         else:
             busy = _sum_max_affine(c0, c1 - c0, m0, m1 - m0, n)
-        time = time + o.count * (busy + n * fixed)
+            fixed = t0[k].time_s - jnp.maximum(c0, m0)
+        time = time + o0.count * (busy + n * fixed)
     return {"flops": flops * w.tp, "bytes": nbytes * w.tp, "time_s": time}
 
 

@@ -22,6 +22,10 @@ from dse.core.conventions import Conventions
 from dse.core.design import Arch, Quant
 
 
+#: the only operators whose cost depends on the KV length (all others are constant across decode steps)
+KV_DEPENDENT = frozenset({"attention", "qk_matmul", "softmax", "sv_matmul"})
+
+
 class Op(NamedTuple):
     count: object
     flops: object

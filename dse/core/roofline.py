@@ -21,8 +21,8 @@ from dse.core.conventions import Conventions
 from dse.core.hardware import Hardware
 from dse.core.ops import Op
 
-#: relative temperature of the smooth max: smax(a, b) - max(a, b) <= SMOOTH_TEMP · ln 2 · (a + b)
-SMOOTH_TEMP = 0.01
+#: relative temperature of the smooth max: 0 <= smax(a, b) - max(a, b) <= SMOOTH_TEMP · (a + b) / 2
+SMOOTH_TEMP = 0.02
 #: width, in bits, of the smooth step between two precisions' peaks
 BITS_TEMP = 0.15
 
@@ -35,9 +35,12 @@ class OpTime(NamedTuple):
 
 
 def smooth_max(a, b, temp=SMOOTH_TEMP):
-    """max(a, b) + t·log(1 + exp(-|a-b|/t)) with t = temp·(a+b): smooth, >= max, error <= t·ln2."""
-    t = temp * (jnp.abs(a) + jnp.abs(b)) + 1e-30
-    return jnp.maximum(a, b) + t * jax.nn.softplus(-jnp.abs(a - b) / t)
+    """(a + b + sqrt((a−b)² + ε²)) / 2 with ε = temp·(a+b), for a, b >= 0: smooth, >= max, error <= ε/2.
+
+    The square-root form (a "soft absolute value") costs one sqrt, cheaper than log-sum-exp.
+    """
+    eps = temp * (a + b) + 1e-30
+    return 0.5 * (a + b + jnp.sqrt((a - b) ** 2 + eps ** 2))
 
 
 def peak_flops(hw: Hardware, bits, *, smooth: bool = False):
@@ -57,13 +60,26 @@ def peak_flops(hw: Hardware, bits, *, smooth: bool = False):
     return peak
 
 
-def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak_bits=None, smooth: bool = False) -> OpTime:
-    """Roofline time of one occurrence of ``op`` on one device."""
+def op_times(ops: dict[str, Op], hw: Hardware, tp, conv: Conventions, *, peak_bits=None,
+             smooth: bool = False) -> dict[str, OpTime]:
+    """Roofline times of a whole op table; each distinct operand precision's peak is computed once."""
+    peaks: dict[int, object] = {}
+    out = {}
+    for name, op in ops.items():
+        bits = op.bits if peak_bits is None else peak_bits
+        if id(bits) not in peaks:
+            peaks[id(bits)] = peak_flops(hw, bits, smooth=smooth)
+        out[name] = op_time(op, hw, tp, conv, peak=peaks[id(bits)], smooth=smooth)
+    return out
+
+
+def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: bool = False) -> OpTime:
+    """Roofline time of one occurrence of ``op`` on one device (``peak``: FLOP/s, else from op.bits)."""
     eff_f = hw.flops_efficiency if conv.efficiency else 1.0
     eff_m = hw.mem_efficiency if conv.efficiency else 1.0
     overhead = hw.kernel_overhead_s if conv.efficiency else 0.0
-    bits = op.bits if peak_bits is None else peak_bits
-    compute = op.flops / (peak_flops(hw, bits, smooth=smooth) * eff_f)
+    peak = peak_flops(hw, op.bits, smooth=smooth) if peak is None else peak
+    compute = op.flops / (peak * eff_f)
     memory = op.bytes / (hw.mem_bw * eff_m)
     steps = 2.0 * (tp - 1.0)
     comm = jnp.where(op.comm_bytes > 0, steps * hw.link_latency
