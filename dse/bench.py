@@ -1,0 +1,139 @@
+"""Benchmarks: ``python -m dse.bench [--quick] [--only NAME ...]``, one JSON object per line.
+
+- ``eval_points_per_s``: full metrics (prefill, decode, exact generation sum, memory, accuracy
+  proxies) of >= 1,048,576 random designs (GQA × bits × batch × context), vmapped, float32.
+- ``grad_points_per_s``: value and gradient of ``tpot_s`` (smooth) w.r.t. every design leaf.
+- ``llm_analysis_configs_per_s`` and ``speedup_vs_llm_analysis``: the llm-analysis package's
+  ``LLMAnalysis.inference`` on the same kind of configurations, if it is installed
+  (``pip install llm-analysis``).
+- ``sweep_points_per_s``, ``study_cold_s``/``study_warm_s``, ``multirun_job_overhead_s``:
+  the app end to end (see ``dse/app``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import dse
+from dse.app.build import load_hardware, load_model
+from dse.core.design import Design, Quant, Workload
+from dse.core.metrics import evaluate
+
+
+def emit(name: str, value, unit: str, **extra):
+    print(json.dumps({"name": name, "value": value, "unit": unit, **extra}), flush=True)
+
+
+def _random_designs(n: int, seed: int = 0) -> Design:
+    rng = np.random.default_rng(seed)
+    arch = load_model("llama2_7b")
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    full = lambda v: jnp.full((n,), v, jnp.float32)  # noqa: E731
+    arch = jax.tree.map(full, arch)
+    arch = type(arch)(**{**arch.__dict__, "n_kv_heads": f32(rng.choice([1, 2, 4, 8, 16, 32], n))})
+    quant = Quant(f32(rng.choice([4, 8, 16], n)), f32(rng.choice([8, 16], n)), f32(rng.choice([4, 8, 16], n)))
+    work = Workload(f32(rng.integers(1, 257, n)), f32(rng.integers(128, 32769, n)), f32(rng.integers(1, 1025, n)), full(1.0))
+    return Design(arch, quant, work)
+
+
+def _rate(fn, arg, n, repeats=3):
+    jax.block_until_ready(fn(arg))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(arg))
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def bench_core(n: int):
+    hw = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), load_hardware("h100_sxm"))
+    designs = _random_designs(n)
+    fn = jax.jit(jax.vmap(lambda d: evaluate(d, hw)))
+    t = time.perf_counter()
+    jax.block_until_ready(fn(designs))
+    emit("eval_compile_s", round(time.perf_counter() - t, 3), "s")
+    eval_rate = _rate(fn, designs, n)
+    emit("eval_points_per_s", round(eval_rate), "points/s", points=n, metrics=len(fn(designs)))
+    grad = jax.jit(jax.vmap(jax.value_and_grad(lambda d: evaluate(d, hw, smooth=True)["tpot_s"])))
+    emit("grad_points_per_s", round(_rate(grad, designs, n)), "points/s", points=n)
+    return eval_rate
+
+
+def bench_llm_analysis(eval_rate: float, n: int = 200):
+    try:
+        logging.disable(logging.CRITICAL)
+        from llm_analysis.analysis import LLMAnalysis
+        from llm_analysis.config import get_dtype_config_by_name, get_gpu_config_by_name, get_model_config_by_name
+    except Exception as exc:  # not installed: say so, do not fail
+        emit("llm_analysis_configs_per_s", None, "configs/s", skipped=f"llm-analysis not importable: {exc}")
+        return
+    import contextlib
+    import io
+    model = get_model_config_by_name("facebook_opt-1.3b")
+    gpu, dtype = get_gpu_config_by_name("a100-sxm-80gb"), get_dtype_config_by_name("w16a16e16")
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        for _ in range(n):
+            LLMAnalysis(model, gpu, dtype).inference(batch_size_per_gpu=int(rng.integers(1, 65)),
+                                                    seq_len=int(rng.integers(128, 2049)),
+                                                    num_tokens_to_generate=int(rng.integers(1, 1025)))
+    rate = n / (time.perf_counter() - t)
+    emit("llm_analysis_configs_per_s", round(rate, 1), "configs/s", configs=n)
+    emit("speedup_vs_llm_analysis", round(eval_rate / rate), "x")
+
+
+def _run_dse(args: list[str], cwd: str) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dse", *args], cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def bench_app(quick: bool):
+    with tempfile.TemporaryDirectory() as tmp:
+        emit("study_cold_s", round(_run_dse([f"hydra.run.dir={tmp}/study"], tmp), 2), "s",
+             note="python -m dse in a new process: imports, compile, sweep, Pareto, files, plot")
+        emit("study_warm_s", round(_run_dse([f"hydra.run.dir={tmp}/study2"], tmp), 2), "s",
+             note="second run (a new process: JAX's compilation is not cached across processes)")
+        from dse.app.tasks import run_sweep_bench
+        n = 1_000_000 if quick else 10_000_000
+        seconds, points = run_sweep_bench(n, os.path.join(tmp, "big"))
+        emit("sweep_points_per_s", round(points / seconds), "points/s", points=points, seconds=round(seconds, 2),
+             note="task=sweep end to end in one process: grid, chunks, Pareto, parquet/CSV/Markdown, plot")
+        jobs = 4 if quick else 16
+        total = _run_dse(["-m", f"hydra.sweep.dir={tmp}/mr", "task=evaluate",
+                          f"workload.batch={','.join(str(b) for b in range(1, jobs + 1))}"], tmp)
+        one = _run_dse(["-m", f"hydra.sweep.dir={tmp}/mr1", "task=evaluate", "workload.batch=1"], tmp)
+        emit("multirun_job_overhead_s", round((total - one) / (jobs - 1), 3), "s/job", jobs=jobs,
+             note="basic launcher: (time of N jobs − time of 1 job) / (N − 1), aggregation included")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
+    p.add_argument("--only", nargs="*", default=["core", "llm_analysis", "app"], help="core llm_analysis app")
+    a = p.parse_args(argv)
+    emit("machine", platform.processor() or platform.machine(), "", cpus=os.cpu_count(), jax=jax.__version__,
+         devices=[str(d) for d in jax.devices()], dse=dse.__version__, python=platform.python_version())
+    n = 1 << 17 if a.quick else 1 << 20
+    rate = bench_core(n) if "core" in a.only else None
+    if "llm_analysis" in a.only and rate:
+        bench_llm_analysis(rate)
+    if "app" in a.only:
+        bench_app(a.quick)
+
+
+if __name__ == "__main__":
+    main()
