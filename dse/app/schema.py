@@ -140,7 +140,7 @@ class DseConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     space: dict = field(default_factory=dict)  # knob (config key) -> list of values or a range
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    optimize: dict = field(default_factory=dict)
+    optimize: dict = field(default_factory=dict)  # task=optimize options (conf/optimize)
     smooth: bool = False
 
 
@@ -154,5 +154,5 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="dse_schema", node=DseConfig)
-    for group, schema in SCHEMAS.items():
+    for group, schema in {**SCHEMAS, "task": TaskConfig}.items():
         cs.store(group=group, name=f"{group}_schema", node=schema)

@@ -125,40 +125,70 @@ def _check(field_name: str, value, ok, rule: str):
         _fail(field_name, v[bad].flat[0] if v.ndim else v, rule)
 
 
-def _positive_int(name, v):
-    _check(name, v, lambda x: np.isfinite(x) & (x >= 1) & (x == np.round(x)), "must be a positive integer")
+def _rules(design: Design, xp):
+    """(field, ok, rule) for every rule a design must satisfy; ``ok`` is a boolean array.
+
+    Written once for numpy (validation with messages) and jax.numpy (a mask inside a sweep).
+    """
+    a, q, w = design.arch, design.quant, design.workload
+
+    def pos_int(x):
+        return (x >= 1) & (x == xp.round(x))
+
+    def nonneg_int(x):
+        return (x >= 0) & (x == xp.round(x))
+
+    h, kv, tp = a.n_heads, a.n_kv_heads, w.tp
+    rules = [(f"model.{n}", pos_int(getattr(a, n)), "must be a positive integer")
+             for n in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_ff", "vocab")]
+    rules += [
+        ("model.n_positions", nonneg_int(a.n_positions), "must be a non-negative integer (0: no learned position table)"),
+        ("model.n_kv_heads", kv <= h, "must not exceed model.n_heads={h}"),
+        ("model.n_kv_heads", xp.mod(h, kv) == 0, "must divide model.n_heads={h} (each KV head serves a whole group of query heads)"),
+    ]
+    rules += [(f"quant.{n}", (getattr(q, n) >= 1) & (getattr(q, n) <= 32), "must be a number of bits in [1, 32]")
+              for n in ("w_bits", "a_bits", "kv_bits")]
+    rules += [
+        ("workload.batch", pos_int(w.batch), "must be a positive integer"),
+        ("workload.prompt_len", nonneg_int(w.prompt_len), "must be a non-negative integer"),
+        ("workload.gen_len", nonneg_int(w.gen_len), "must be a non-negative integer"),
+        ("workload.tp", pos_int(tp), "must be a positive integer"),
+        ("workload.tp", xp.mod(h, tp) == 0, "must divide model.n_heads={h} (tensor parallelism splits whole heads)"),
+        ("workload.tp", (xp.mod(kv, tp) == 0) | (xp.mod(tp, kv) == 0),
+         "must divide model.n_kv_heads={kv} or be a multiple of it (KV heads are split or replicated)"),
+        ("workload.tp", xp.mod(a.d_ff, tp) == 0, "must divide model.d_ff={ff}"),
+    ]
+    return rules
+
+
+def is_valid(design: Design):
+    """Traceable: True where a design point satisfies every rule of :func:`validate_design`."""
+    ok = True
+    for _, good, _ in _rules(design, jnp):
+        ok = ok & good
+    return ok
 
 
 def validate_design(design: Design, prefix: str = "") -> Design:
-    """Check a concrete design (scalars or arrays of design points); raise DesignError or return it."""
-    a, q, w = design.arch, design.quant, design.workload
-    m = f"{prefix}model."
-    for name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_ff", "vocab"):
-        _positive_int(m + name, getattr(a, name))
-    _check(m + "n_positions", a.n_positions, lambda x: (x >= 0) & (x == np.round(x)),
-           "must be a non-negative integer (0: no learned position table)")
+    """Check a concrete design (scalars or arrays of points); raise DesignError or return it."""
+    a = design.arch
     if a.norm not in ("rmsnorm", "layernorm"):
-        _fail(m + "norm", a.norm, "must be one of ['layernorm', 'rmsnorm']")
-    h, kv = np.asarray(a.n_heads, float), np.asarray(a.n_kv_heads, float)
-    _check(m + "n_kv_heads", kv * np.ones_like(h), lambda x: x <= h, f"must not exceed model.n_heads={_fmt(h)}")
-    _check(m + "n_kv_heads", kv * np.ones_like(h), lambda x: np.mod(h, x) == 0,
-           f"must divide model.n_heads={_fmt(h)} (each KV head serves a whole group of query heads)")
-    for name in ("w_bits", "a_bits", "kv_bits"):
-        _check(f"{prefix}quant.{name}", getattr(q, name), lambda x: np.isfinite(x) & (x >= 1) & (x <= 32),
-               "must be a number of bits in [1, 32]")
-    wl = f"{prefix}workload."
-    _positive_int(wl + "batch", w.batch)
-    _check(wl + "prompt_len", w.prompt_len, lambda x: (x >= 0) & (x == np.round(x)), "must be a non-negative integer")
-    _check(wl + "gen_len", w.gen_len, lambda x: (x >= 0) & (x == np.round(x)), "must be a non-negative integer")
-    _positive_int(wl + "tp", w.tp)
-    tp = np.asarray(w.tp, float)
-    _check(wl + "tp", tp * np.ones_like(h), lambda x: np.mod(h, x) == 0,
-           f"must divide model.n_heads={_fmt(h)} (tensor parallelism splits whole heads)")
-    _check(wl + "tp", tp * np.ones_like(kv), lambda x: (np.mod(kv, x) == 0) | (np.mod(x, kv) == 0),
-           f"must divide model.n_kv_heads={_fmt(kv)} or be a multiple of it (KV heads are split or replicated)")
-    _check(wl + "tp", tp * np.ones_like(np.asarray(a.d_ff, float)), lambda x: np.mod(np.asarray(a.d_ff, float), x) == 0,
-           f"must divide model.d_ff={_fmt(a.d_ff)}")
+        _fail(prefix + "model.norm", a.norm, "must be one of ['layernorm', 'rmsnorm']")
+    concrete = jax.tree.map(lambda x: np.asarray(x, dtype=float), design)
+    ctx = {"h": _fmt(concrete.arch.n_heads), "kv": _fmt(concrete.arch.n_kv_heads), "ff": _fmt(concrete.arch.d_ff)}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for field_name, good, rule in _rules(concrete, np):
+            bad = ~np.asarray(good, dtype=bool)
+            if bad.any():
+                value = _field_value(concrete, field_name)
+                value = np.broadcast_to(value, bad.shape)[bad].flat[0] if bad.ndim else value
+                _fail(prefix + field_name, value, rule.format(**ctx))
     return design
+
+
+def _field_value(design: Design, dotted: str):
+    section, name = dotted.split(".")
+    return getattr({"model": design.arch, "quant": design.quant, "workload": design.workload}[section], name)
 
 
 def make_arch(*, n_layers, d_model, n_heads, n_kv_heads=None, d_head=None, d_ff=None, vocab,

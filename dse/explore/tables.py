@@ -13,10 +13,13 @@ OPS_COLUMNS = ["phase", "op", "count", "flops", "bytes", "weight_bytes", "act_re
                "kv_read", "kv_write", "comm_bytes", "compute_s", "memory_s", "comm_s", "time_s", "bound"]
 
 
-def ops_frame(design: Design, hw: Hardware, conv: Conventions = DEFAULT) -> pd.DataFrame:
-    """One row per operator and phase, per occurrence on one device (``count`` occurrences per step)."""
+def ops_frame(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, tables=None) -> pd.DataFrame:
+    """One row per operator and phase, per occurrence on one device (``count`` occurrences per step).
+
+    ``tables``: the output of ``phase_tables`` if already computed (for example under jit).
+    """
     rows = []
-    for phase, (ops, times) in phase_tables(design, hw, conv).items():
+    for phase, (ops, times) in (tables or phase_tables(design, hw, conv)).items():
         phase_name = phase if (phase != "prefill" or design.arch.causal) else "encode"
         for name, op in ops.items():
             t = times[name]

@@ -1,0 +1,3 @@
+from dse.app.main import main
+
+main()

@@ -1,0 +1,51 @@
+"""task=evaluate: one design → ``result.json`` (flat metrics, inputs, meta) and ``ops.csv``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dse.app.common import Setup, evaluate_jit, fmt_si, hydra_overrides, meta, phase_tables_jit
+from dse.explore.export import write_csv, write_json
+from dse.explore.tables import flat_metrics, ops_frame
+
+
+def run_evaluate(s: Setup, out: Path) -> dict:
+    metrics = flat_metrics(evaluate_jit(s.design, s.hw, s.conv, s.acc))
+    row = {**s.inputs(), **metrics, **meta(hydra_overrides())}
+    ops = ops_frame(s.design, s.hw, s.conv, tables=phase_tables_jit(s.design, s.hw, s.conv))
+    write_json(out / "result.json", row)
+    write_csv(out / "ops.csv", ops)
+    print(summary(row, ops))
+    print(f"\nwrote {out / 'result.json'} and {out / 'ops.csv'}")
+    return row
+
+
+def summary(r: dict, ops: pd.DataFrame) -> str:
+    """A readable summary: per-phase time and what bounds it, the heaviest operators."""
+    lines = [f"{r['model.name']} on {r['hardware.name']} · W{r['quant.w_bits']:g}A{r['quant.a_bits']:g}"
+             f"KV{r['quant.kv_bits']:g} · batch {r['workload.batch']:g}, prompt {r['workload.prompt_len']:g}, "
+             f"generate {r['workload.gen_len']:g}, tp {r['workload.tp']:g} · conventions {r['conventions.name']}", ""]
+    table = []
+    for phase, label in (("prefill", "prefill" if r["model.causal"] else "encode"), ("decode", "decode step"),
+                         ("generate", f"generate ({r['workload.gen_len']:g} steps)")):
+        if r[f"{phase}.flops"] == 0:
+            continue
+        ai = r[f"{phase}.flops"] / r[f"{phase}.bytes"]
+        share = r.get(f"{phase}.memory_bound_frac")
+        table.append({"phase": label, "FLOPs": fmt_si(r[f"{phase}.flops"]), "bytes": fmt_si(r[f"{phase}.bytes"], "B"),
+                      "time": fmt_si(r[f"{phase}.time_s"], "s"), "FLOP/byte": f"{ai:.3g}",
+                      "memory-bound share": "" if share is None else f"{100 * share:.0f}% of time"})
+    lines.append(pd.DataFrame(table).to_markdown(index=False))
+    fits = "fits" if r["fits_memory"] else "DOES NOT FIT"
+    lines += ["", f"TTFT {fmt_si(r['ttft_s'], 's')} · TPOT {fmt_si(r['tpot_s'], 's')} · end-to-end "
+              f"{fmt_si(r['e2e_s'], 's')} · {r['tokens_per_s']:.4g} tokens/s · memory "
+              f"{fmt_si(r['memory_bytes'], 'B')} of {fmt_si(r['mem_capacity_bytes'], 'B')} per device ({fits}) · "
+              f"loss proxy {r['loss_proxy']:.4f} nats"]
+    for phase in ("prefill", "decode") if r["model.causal"] else ("encode",):
+        sub = ops[ops.phase == phase].assign(total_s=lambda d: d.time_s * d["count"])
+        top = sub.sort_values("total_s", ascending=False).head(4)
+        total = sub.total_s.sum()
+        parts = [f"{o.op} {100 * o.total_s / total:.0f}% ({o.bound})" for o in top.itertuples()]
+        lines.append(f"heaviest {phase} ops: " + ", ".join(parts))
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""``python -m dse``: compose the config (Hydra), validate it, build pytrees, run a task, write files.
+
+Thin by design: every number comes from dse.core; every table, plot and file from dse.explore.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dse.app.build import resource_dir
+from dse.app.schema import register_configs
+from dse.core.design import DesignError
+
+TASKS = ("evaluate", "sweep", "optimize", "validate", "trends", "casestudy")
+
+
+def register_studies() -> None:
+    """Named studies in sweeps/*.yaml become the config group ``sweeps`` (package _global_)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for path in sorted(resource_dir("sweeps").glob("*.yaml")):
+        cs.store(group="sweeps", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def run(cfg: DictConfig):
+    """Dispatch one job; bad input exits non-zero with one line naming the field, value and rule."""
+    from dse.app.common import output_dir, setup
+
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU found" is not news
+    name = cfg.task.name
+    try:
+        if name not in TASKS:
+            raise DesignError(f"task={name!r}: unknown task; available: {list(TASKS)}")
+        out = output_dir()
+        if name == "trends":
+            from dse.app.paper_tasks import run_trends
+            return run_trends(cfg, out)
+        s = setup(cfg)
+        if name == "evaluate":
+            from dse.app.evaluate_task import run_evaluate
+            return run_evaluate(s, out)
+        if name == "sweep":
+            from dse.app.sweep_task import run_sweep_task
+            return run_sweep_task(s, out)
+        if name == "optimize":
+            from dse.app.optimize_task import run_optimize
+            return run_optimize(s, out)
+        if name == "validate":
+            from dse.app.validate_task import run_validate
+            return run_validate(s, out)
+        from dse.app.paper_tasks import run_casestudy
+        return run_casestudy(s, out)
+    except DesignError as e:
+        print(f"dse: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    register_configs()
+    register_studies()
+    entry = hydra.main(version_base="1.3", config_path=str(resource_dir("conf")), config_name="config")(run)
+    try:
+        entry()
+    except Exception as e:  # Hydra's own composition errors (unknown option, bad type)
+        if type(e).__module__.startswith(("hydra", "omegaconf")):
+            print(f"dse: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

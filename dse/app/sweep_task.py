@@ -1,0 +1,93 @@
+"""task=sweep: the space in config, evaluated chunk by chunk; results, Pareto files and a plot."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from dse.app.common import Setup, hydra_overrides, meta
+from dse.core.design import DesignError
+from dse.explore.export import concat_parquet, markdown_table, plot_front, write_csv, write_json, write_parquet, write_text
+from dse.explore.space import parse_space, validate_knobs
+from dse.explore.sweep import Grid, run_sweep
+
+
+def flatten_space(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested ``space`` config → {dotted knob: spec}; a list or a range/values mapping ends a branch."""
+    out = {}
+    for k, v in space.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and not ({"low", "high", "values"} & set(v)):
+            out.update(flatten_space(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def grid_of(s: Setup) -> Grid:
+    space = OmegaConf.to_container(s.cfg.space, resolve=True) if s.cfg.get("space") else {}
+    knobs = parse_space(flatten_space(space))
+    validate_knobs(knobs, s.design, s.hw)
+    return Grid(tuple(knobs))
+
+
+def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
+    sw = s.cfg.sweep
+    if not 0 <= sw.shard < sw.num_shards:
+        raise DesignError(f"sweep.shard={sw.shard}: must be in [0, sweep.num_shards={sw.num_shards})")
+    if sw.chunk_size < 1:
+        raise DesignError(f"sweep.chunk_size={sw.chunk_size}: must be a positive integer")
+    if sw.dtype not in ("float32", "float64"):
+        raise DesignError(f"sweep.dtype={sw.dtype!r}: must be 'float32' or 'float64'")
+    objectives = OmegaConf.to_container(sw.objectives, resolve=True)
+    grid = grid_of(s)
+    lo, hi = grid.shard_range(sw.shard, sw.num_shards)
+    keep = {"all": True, "none": False, "auto": hi - lo <= sw.max_rows}.get(sw.keep_results)
+    if keep is None:
+        raise DesignError(f"sweep.keep_results={sw.keep_results!r}: must be one of ['all', 'auto', 'none']")
+    derive = s.cfg.model.get("d_head") is None and any(k.key in ("model.d_model", "model.n_heads") for k in grid.knobs)
+    t0 = time.perf_counter()
+    res = run_sweep(s.design, s.hw, s.acc, s.conv, grid, out_dir=out, objectives=objectives,
+                    chunk_size=sw.chunk_size, shard=sw.shard, num_shards=sw.num_shards, keep_rows=keep,
+                    fits_only=sw.pareto_fits_only, derive_d_head=derive, dtype=sw.dtype,
+                    progress=sw.progress and not quiet)
+    eval_s = time.perf_counter() - t0
+    knob_keys = {k.key for k in grid.knobs}
+    constants = {k: v for k, v in {**s.inputs(), **meta(hydra_overrides())}.items() if k not in knob_keys}
+    front = res.front.assign(**constants)
+    write_parquet(out / "pareto.parquet", front)
+    write_csv(out / "pareto.csv", front)
+    keys = [o["key"] for o in objectives]
+    show_cols = [k.key for k in grid.knobs] + [k for k in keys if k not in knob_keys] + \
+        [k for k in ("tpot_s", "ttft_s") if k not in keys]
+    write_text(out / "pareto.md", markdown_table(front, show_cols) + "\n")
+    rows = None
+    if res.results_files:
+        n_rows = concat_parquet(out / "results.parquet", res.results_files, constants)
+        csv_ok = {"always": True, "never": False, "auto": n_rows <= sw.csv_max_rows}[sw.csv]
+        if csv_ok or n_rows <= 200_000:
+            rows = pd.read_parquet(out / "results.parquet")
+        if csv_ok:
+            write_csv(out / "results.csv", rows)
+    if len(keys) >= 2:
+        plot_front(out / "pareto.png", rows, front, keys[1], keys[0], color=keys[2] if len(keys) > 2 else None,
+                   title=f"{constants.get('model.name', '')} on {constants.get('hardware.name', '')}: "
+                         f"{res.valid:,} valid designs", logx=False)
+    summary = {"points": res.points, "valid": res.valid, "pareto_rows": len(front), "chunks_resumed": res.chunks_resumed,
+               "shard": sw.shard, "num_shards": sw.num_shards, "eval_and_pareto_s": round(eval_s, 3),
+               "total_s": round(time.perf_counter() - t0, 3), "objectives": objectives,
+               "results_kept": bool(res.results_files)}
+    write_json(out / "sweep.json", summary)
+    if not quiet:
+        print(f"swept {res.points:,} points ({res.valid:,} valid, {res.chunks_resumed} chunks resumed) in "
+              f"{eval_s:.2f} s; Pareto front: {len(front)} designs "
+              f"({', '.join(o['dir'] + ' ' + o['key'] for o in objectives)}; fits in memory only: {sw.pareto_fits_only})")
+        print(markdown_table(front, show_cols, max_rows=sw.show))
+        if len(front) > sw.show:
+            print(f"... {len(front) - sw.show} more rows in pareto.md")
+        print(f"\nwrote {out}/pareto.csv, pareto.md, pareto.png" + (", results.parquet" if res.results_files else "")
+              + (", results.csv" if (out / "results.csv").exists() else ""))
+    return summary

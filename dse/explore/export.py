@@ -1,0 +1,120 @@
+"""Atomic file output: JSON, CSV, Parquet, Markdown tables and plots.
+
+Every file is written to a temporary name beside it and renamed into place (``os.replace`` is
+atomic on POSIX and Windows), so an interrupted run never leaves a half-written result and a
+rerun never corrupts an earlier one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(x):
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def write_csv(path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def write_parquet(path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def concat_parquet(path, parts: Iterable[os.PathLike], constants: dict | None = None) -> int:
+    """Stream part files into one Parquet file (bounded memory), adding constant columns. Returns rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 0
+    writer = None
+    with atomic_path(path) as tmp:
+        try:
+            for part in parts:
+                table = pq.read_table(part)
+                for k, v in (constants or {}).items():
+                    table = table.append_column(k, pa.array([v] * table.num_rows))
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                rows += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            pd.DataFrame().to_parquet(tmp)
+    return rows
+
+
+def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int | None = None) -> str:
+    """A GitHub Markdown table with engineering-friendly number formats (readable in a terminal)."""
+    view = df[list(columns)] if columns else df
+    if max_rows is not None:
+        view = view.head(max_rows)
+    return view.to_markdown(index=False, floatfmt=".4g")
+
+
+def plot_front(path, df: pd.DataFrame, front: pd.DataFrame, x: str, y: str, *, color: str | None = None,
+               title: str = "", logx: bool = True, max_points: int = 200_000) -> None:
+    """Scatter of all points (a random sample beyond ``max_points``) with the Pareto front on top."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    if df is not None and len(df):
+        cloud = df.sample(max_points, random_state=0) if len(df) > max_points else df
+        ax.scatter(cloud[x], cloud[y], s=4, c="0.8", label=f"all ({len(df):,})", rasterized=True)
+    if len(front):
+        c = front[color] if color and color in front else None
+        sc = ax.scatter(front[x], front[y], s=18, c=c, cmap="viridis", edgecolors="k", linewidths=0.3,
+                        label=f"Pareto front ({len(front):,})", zorder=3)
+        if c is not None:
+            fig.colorbar(sc, ax=ax, label=color)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)

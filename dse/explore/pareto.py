@@ -1,0 +1,93 @@
+"""Exact non-dominated filtering over any objectives, each with its direction.
+
+A point is on the front when no other point is at least as good in every objective and strictly
+better in one. Points are deduplicated, sorted lexicographically (a dominating point always
+comes earlier in that order), then:
+
+- 2 objectives: one pass with a running minimum — O(n log n) (Kung, Luccio and Preparata 1975);
+- more: candidates are checked in blocks against the front found so far, vectorized in numpy —
+  O(n · |front|), fast when the front is small compared with the cloud, as in design sweeps.
+
+Exact duplicates of a front point are on the front too. The front of a union equals the front of
+the union of the parts' fronts, which is how chunks, shards and multirun jobs are merged.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+BLOCK = 2048
+
+
+def _as_minimize(objs: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    sign = np.array([1.0 if d == "min" else -1.0 for d in directions])
+    return np.asarray(objs, dtype=float) * sign
+
+
+def pareto_mask(objs: np.ndarray, directions: Sequence[str] | None = None) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``objs`` (n × k); directions 'min'/'max' (default min)."""
+    objs = np.asarray(objs, dtype=float)
+    n, k = objs.shape
+    if n == 0:
+        return np.zeros(0, bool)
+    x = _as_minimize(objs, directions or ["min"] * k)
+    if np.isnan(x).any():
+        raise ValueError("objectives contain NaN; drop those rows first")
+    uniq, inverse = np.unique(x, axis=0, return_inverse=True)  # lexicographically sorted, unique
+    inverse = inverse.reshape(-1)
+    if k == 1:
+        keep = np.zeros(len(uniq), bool)
+        keep[0] = True
+    elif k == 2:
+        prev_min = np.minimum.accumulate(np.concatenate([[np.inf], uniq[:-1, 1]]))
+        keep = uniq[:, 1] < prev_min
+    else:
+        keep = _front_blocks(uniq)
+    return keep[inverse]
+
+
+def _front_blocks(u: np.ndarray) -> np.ndarray:
+    """Front of unique, lexicographically sorted rows (only earlier rows can dominate later ones)."""
+    keep = np.zeros(len(u), bool)
+    front = np.empty((0, u.shape[1]))
+    for s in range(0, len(u), BLOCK):
+        blk = u[s:s + BLOCK]
+        # dominated by the front so far (rows are unique, so <= everywhere means dominated)
+        alive = ~(front[:, None, :] <= blk[None, :, :]).all(-1).any(0) if len(front) else np.ones(len(blk), bool)
+        cand = blk[alive]
+        # within the block: row j dominated by an earlier row i of the block
+        le = (cand[:, None, :] <= cand[None, :, :]).all(-1)
+        np.fill_diagonal(le, False)
+        le &= np.tri(len(cand), k=-1, dtype=bool).T  # i < j only
+        ok = ~le.any(0)
+        idx = np.flatnonzero(alive)[ok]
+        keep[s + idx] = True
+        front = np.concatenate([front, blk[idx]])
+    return keep
+
+
+def pareto_front(df: pd.DataFrame, objectives: Sequence[dict], *, fits_only: bool = True) -> pd.DataFrame:
+    """The non-dominated rows of ``df``, sorted by the objectives (best first)."""
+    keys = [o["key"] for o in objectives]
+    dirs = [o.get("dir", "min") for o in objectives]
+    for key, d in zip(keys, dirs):
+        if key not in df.columns:
+            raise KeyError(f"sweep.objectives: unknown key {key!r}; available: {sorted(df.columns)}")
+        if d not in ("min", "max"):
+            raise ValueError(f"sweep.objectives: dir={d!r} for {key!r}: must be 'min' or 'max'")
+    sub = df
+    if fits_only and "fits_memory" in df.columns:
+        sub = sub[sub["fits_memory"].astype(bool)]
+    sub = sub.dropna(subset=keys)
+    front = sub[pareto_mask(sub[keys].to_numpy(), dirs)]
+    return front.sort_values(keys, ascending=[d == "min" for d in dirs], kind="stable").reset_index(drop=True)
+
+
+def brute_force_mask(objs: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """O(n²) reference: row i is kept iff no row is <= in all and < in one (for tests)."""
+    x = _as_minimize(objs, directions)
+    le = (x[:, None, :] <= x[None, :, :]).all(-1)
+    lt = (x[:, None, :] < x[None, :, :]).any(-1)
+    return ~(le & lt).any(0)
