@@ -116,6 +116,7 @@ class SweepConfig:
     csv: str = "auto"  # write results.csv: always, never, auto (when <= csv_max_rows)
     csv_max_rows: int = 200_000
     pareto_fits_only: bool = True
+    filter: Optional[str] = None  # pandas query kept per chunk, e.g. "abs(params / 6.74e9 - 1) < 0.05"
     objectives: list = field(default_factory=lambda: [
         {"key": "decode_tokens_per_s", "dir": "max"}, {"key": "loss_proxy", "dir": "min"},
         {"key": "memory_bytes", "dir": "min"}])

@@ -53,7 +53,7 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
     res = run_sweep(s.design, s.hw, s.acc, s.conv, grid, out_dir=out, objectives=objectives,
                     chunk_size=sw.chunk_size, shard=sw.shard, num_shards=sw.num_shards, keep_rows=keep,
                     fits_only=sw.pareto_fits_only, derive_d_head=derive, dtype=sw.dtype,
-                    progress=sw.progress and not quiet)
+                    progress=sw.progress and not quiet, row_filter=sw.get("filter"))
     eval_s = time.perf_counter() - t0
     knob_keys = {k.key for k in grid.knobs}
     constants = {k: v for k, v in {**s.inputs(), **meta(hydra_overrides())}.items() if k not in knob_keys}

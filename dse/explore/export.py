@@ -102,18 +102,20 @@ def plot_front(path, df: pd.DataFrame, front: pd.DataFrame, x: str, y: str, *, c
         cloud = df.sample(max_points, random_state=0) if len(df) > max_points else df
         ax.scatter(cloud[x], cloud[y], s=4, c="0.8", label=f"all ({len(df):,})", rasterized=True)
     if len(front):
-        c = front[color] if color and color in front else None
-        sc = ax.scatter(front[x], front[y], s=18, c=c, cmap="viridis", edgecolors="k", linewidths=0.3,
-                        label=f"Pareto front ({len(front):,})", zorder=3)
-        if c is not None:
+        style = dict(s=18, edgecolors="k", linewidths=0.3, label=f"Pareto front ({len(front):,})", zorder=3)
+        if color and color in front:
+            sc = ax.scatter(front[x], front[y], c=front[color], cmap="viridis", **style)
             fig.colorbar(sc, ax=ax, label=color)
+        else:
+            ax.scatter(front[x], front[y], **style)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")

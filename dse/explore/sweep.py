@@ -112,13 +112,18 @@ class SweepResult:
 def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions, grid: Grid, *,
               out_dir: str | os.PathLike, objectives: Sequence[dict], chunk_size: int = 262_144,
               shard: int = 0, num_shards: int = 1, keep_rows: bool = True, fits_only: bool = True,
-              derive_d_head: bool = False, dtype: str = "float32", progress: bool = True) -> SweepResult:
-    """Evaluate one shard of ``grid`` chunk by chunk; return its Pareto front (rows of all columns)."""
+              derive_d_head: bool = False, dtype: str = "float32", progress: bool = True,
+              row_filter: str | None = None) -> SweepResult:
+    """Evaluate one shard of ``grid`` chunk by chunk; return its Pareto front (rows of all columns).
+
+    ``row_filter``: a pandas query (column names in backticks when they contain dots) that rows
+    must satisfy to be kept, e.g. a parameter budget.
+    """
     out = Path(out_dir)
     chunk_dir = out / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
     keys = tuple(k.key for k in grid.knobs)
-    fp = grid.fingerprint(repr((conv, dtype, derive_d_head, jax.tree.map(float, (design, hw, acc)))))
+    fp = grid.fingerprint(repr((conv, dtype, derive_d_head, row_filter, jax.tree.map(float, (design, hw, acc)))))
     manifest = chunk_dir / f"manifest-{shard}-of-{num_shards}.json"
     if manifest.exists() and json.loads(manifest.read_text()).get("fingerprint") != fp:
         for f in chunk_dir.glob(f"*-{shard}-of-{num_shards}-*.parquet"):
@@ -150,12 +155,14 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
             take = (idx < hi) & res.pop("valid")
             df = pd.DataFrame({k: v[take] for k, v in res.items()})
             df.insert(0, "grid_index", idx[take])
+            if row_filter:
+                df = df.query(row_filter).reset_index(drop=True)
             front_c = pareto_front(df, objectives, fits_only=fits_only)
             if keep_rows:
                 write_parquet(rows_file, df)
-            write_text(chunk_dir / f"count-{tag}.json", json.dumps({"valid": int(take.sum())}))
+            write_text(chunk_dir / f"count-{tag}.json", json.dumps({"valid": len(df)}))
             write_parquet(front_file, front_c)
-            n_valid += int(take.sum())
+            n_valid += len(df)
         if keep_rows:
             files.append(rows_file)
         fronts.append(front_c)

@@ -1,0 +1,80 @@
+"""The real CLI in new processes: default study, evaluate, errors, multirun aggregation, launchers."""
+import math
+
+import pandas as pd
+import pytest
+
+from tests.app.conftest import read_json, run_cli
+
+
+def test_default_study_writes_its_files(tmp_path):
+    p = run_cli(f"hydra.run.dir={tmp_path}/study", cwd=tmp_path)
+    for name in ("results.csv", "results.parquet", "pareto.csv", "pareto.md", "pareto.png", "sweep.json"):
+        assert (tmp_path / "study" / name).stat().st_size > 0, name
+    assert "Pareto front" in p.stdout
+    res = pd.read_csv(tmp_path / "study" / "results.csv")
+    assert len(res) == 3 * 3 * 3 * 9 * 7  # MHA/GQA/MQA x w bits x kv bits x batch x context
+    for col in ("model.n_kv_heads", "quant.w_bits", "workload.batch", "hardware.name", "decode_tokens_per_s",
+                "loss_proxy", "fits_memory", "meta.jax_version", "meta.git_revision", "meta.device"):
+        assert col in res.columns, col
+    front = pd.read_csv(tmp_path / "study" / "pareto.csv")
+    assert front["fits_memory"].all() and (~res["fits_memory"]).any()  # non-fitting kept in results, not on the front
+
+
+def test_evaluate_llm_viewer_worked_example_through_cli(tmp_path):
+    # Issue 3 item 6 via the CLI: the same digits land in result.json and ops.csv.
+    run_cli("task=evaluate", "model=llama2_7b", "hardware=a6000", "conventions=llm_viewer",
+            "workload.batch=1", "workload.prompt_len=1024", "workload.gen_len=1", f"hydra.run.dir={tmp_path}/ev",
+            cwd=tmp_path)
+    r = read_json(tmp_path / "ev" / "result.json")
+    assert r["decode.flops"] == 13_627_555_840
+    assert round(r["decode.time_s"] * 1e3, 3) == 17.927
+    assert r["model.name"] == "llama2_7b" and r["hardware.name"] == "a6000"
+    ops = pd.read_csv(tmp_path / "ev" / "ops.csv")
+    assert list(ops.columns[:9]) == ["phase", "op", "count", "flops", "bytes", "weight_bytes", "act_read", "act_write", "kv_read"]
+    q = ops[(ops.phase == "decode") & (ops.op == "q_proj")].iloc[0]
+    assert (q.flops, q.bytes, q["count"]) == (33_554_432, 33_570_816, 32)
+    lm = ops[(ops.phase == "decode") & (ops.op == "lm_head")].iloc[0]
+    assert (lm.flops, lm.bytes, lm["count"]) == (131_072_000, 262_216_192, 1)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.n_kv_heads=5", "model.n_kv_heads=5: must divide model.n_heads=32"),
+    ("quant.w_bits=0", "quant.w_bits=0: must be a number of bits in [1, 32]"),
+    ("hardware.mem_bw=-1", "hardware.mem_bw=-1: must be a positive bandwidth"),
+    ("workload.batch=0", "workload.batch=0: must be a positive integer"),
+    ("hardware=nope", "hardware"),
+])
+def test_invalid_overrides_exit_nonzero_naming_the_field(tmp_path, override, needle):
+    p = run_cli("task=evaluate", override, f"hydra.run.dir={tmp_path}/bad", cwd=tmp_path, check=False)
+    assert p.returncode != 0
+    assert needle in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "bad" / "result.json").exists()
+
+
+def test_multirun_aggregates_and_equals_vectorized_sweep(tmp_path):
+    # 2 x 2 x 2 evaluate jobs (basic launcher) vs one vectorized sweep over the same points.
+    run_cli("-m", "task=evaluate", "quant.w_bits=16,4", "workload.batch=1,64", "model.n_kv_heads=32,8",
+            f"hydra.sweep.dir={tmp_path}/mr", cwd=tmp_path)
+    agg = pd.read_csv(tmp_path / "mr" / "results.csv")
+    assert len(agg) == 8 and (tmp_path / "mr" / "pareto.md").exists()
+    run_cli("task=sweep", "space=none", "+space.quant.w_bits=[16,4]", "+space.workload.batch=[1,64]",
+            "+space.model.n_kv_heads=[32,8]", "sweep.dtype=float64", f"hydra.run.dir={tmp_path}/sw", cwd=tmp_path)
+    sw = pd.read_csv(tmp_path / "sw" / "results.csv")
+    keys = ["quant.w_bits", "workload.batch", "model.n_kv_heads"]
+    merged = agg.merge(sw, on=keys, suffixes=("_mr", "_sw"))
+    assert len(merged) == 8
+    for m in ("ttft_s", "tpot_s", "e2e_s", "decode.flops", "memory_bytes", "loss_proxy"):
+        for a, b in zip(merged[m + "_mr"], merged[m + "_sw"]):
+            assert math.isclose(a, b, rel_tol=1e-12), m
+    front_mr = pd.read_csv(tmp_path / "mr" / "pareto.csv").sort_values(keys)[keys].to_numpy()
+    front_sw = pd.read_csv(tmp_path / "sw" / "pareto.csv").sort_values(keys)[keys].to_numpy()
+    assert (front_mr == front_sw).all()
+
+
+def test_joblib_launcher_multirun(tmp_path):
+    run_cli("-m", "task=evaluate", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hardware=a100_80gb,h100_sxm",
+            f"hydra.sweep.dir={tmp_path}/jl", cwd=tmp_path)
+    agg = pd.read_csv(tmp_path / "jl" / "results.csv")
+    assert sorted(agg["hardware.name"]) == ["a100_80gb", "h100_sxm"]
