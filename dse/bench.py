@@ -107,7 +107,7 @@ def bench_app(quick: bool):
              note="python -m dse in a new process: imports, compile, sweep, Pareto, files, plot")
         emit("study_warm_s", round(_run_dse([f"hydra.run.dir={tmp}/study2"], tmp), 2), "s",
              note="second run (a new process: JAX's compilation is not cached across processes)")
-        from dse.app.tasks import run_sweep_bench
+        from dse.app.sweep_task import run_sweep_bench
         n = 1_000_000 if quick else 10_000_000
         seconds, points = run_sweep_bench(n, os.path.join(tmp, "big"))
         emit("sweep_points_per_s", round(points / seconds), "points/s", points=points, seconds=round(seconds, 2),

@@ -91,3 +91,26 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
         print(f"\nwrote {out}/pareto.csv, pareto.md, pareto.png" + (", results.parquet" if res.results_files else "")
               + (", results.csv" if (out / "results.csv").exists() else ""))
     return summary
+
+
+def run_sweep_bench(n_points: int, out_dir) -> tuple[float, int]:
+    """task=sweep end to end on a grid of about ``n_points`` (for ``python -m dse.bench``): (seconds, points)."""
+    from hydra import compose, initialize_config_dir
+
+    from dse.app.build import resource_dir
+    from dse.app.common import setup
+    from dse.app.schema import register_configs
+
+    register_configs()
+    prompts = 511  # 128..32768 in steps of 64
+    batches = max(1, min(1024, round(n_points / (6 * 3 * 3 * prompts))))
+    overrides = ["space=none", "+space.model.n_kv_heads=[32,16,8,4,2,1]", "+space.quant.w_bits=[16,8,4]",
+                 "+space.quant.kv_bits=[16,8,4]", f"+space.workload.batch={{low: 1, high: 1024, num: {batches}, integer: true}}",
+                 "+space.workload.prompt_len={low: 128, high: 32768, multiple_of: 64}", "sweep.progress=false"]
+    with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    summary = run_sweep_task(setup(cfg), out, quiet=True)
+    return time.perf_counter() - t, summary["points"]

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-BLOCK = 2048
+BLOCK = 256
 
 
 def _as_minimize(objs: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -91,3 +93,23 @@ def brute_force_mask(objs: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     le = (x[:, None, :] <= x[None, :, :]).all(-1)
     lt = (x[:, None, :] < x[None, :, :]).any(-1)
     return ~(le & lt).any(0)
+
+
+@jax.jit
+def _dominated_by(x, front):
+    """Device-side: row i of x is strictly dominated by some row of ``front`` (both minimized)."""
+    return jax.vmap(lambda p: jnp.any(jnp.all(front <= p, -1) & jnp.any(front < p, -1)))(x)
+
+
+def dominated_by(x, front: np.ndarray):
+    """Mask of the rows of ``x`` (a device array, minimized) dominated by ``front``; one compile per
+    power-of-two front size (the front is padded with +inf rows, which dominate nothing)."""
+    size = 1 << max(4, int(np.ceil(np.log2(max(len(front), 1)))))
+    padded = np.full((size, front.shape[1]), np.inf, dtype=x.dtype)
+    padded[: len(front)] = front
+    return _dominated_by(x, jnp.asarray(padded))
+
+
+def objective_matrix(columns: dict, objectives: Sequence[dict], xp=np):
+    """(n, k) matrix of the objectives, sign-flipped so that every one is minimized."""
+    return xp.stack([columns[o["key"]] * (1.0 if o.get("dir", "min") == "min" else -1.0) for o in objectives], axis=1)

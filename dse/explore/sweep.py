@@ -28,8 +28,12 @@ from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
 from dse.core.metrics import evaluate
 from dse.explore.export import write_parquet, write_text
-from dse.explore.pareto import pareto_front
+from dse.explore.pareto import dominated_by, objective_matrix, pareto_front
 from dse.explore.space import Knob, set_knob
+
+
+#: front rows used on the device to discard dominated points of a chunk before the exact filter
+SEED_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -151,18 +155,32 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
             idx = np.arange(start, start + chunk, dtype=np.int64)
             res = eval_indices(_shard_over_devices(jnp.asarray(idx)), values, strides, sizes, design, hw, acc,
                                conv=conv, keys=keys, derive_d_head=derive_d_head, dtype=jnp.dtype(dtype))
-            res = {k: np.asarray(v) for k, v in res.items()}
-            take = (idx < hi) & res.pop("valid")
-            df = pd.DataFrame({k: v[take] for k, v in res.items()})
+            valid = res.pop("valid") & (jnp.asarray(idx) < hi)
+            prefilter = not keep_rows and not row_filter and fronts and len(fronts[-1])
+            if prefilter:
+                # Rows dominated by a point of the front so far cannot join it: drop them on the device,
+                # checking against an evenly spread sample of the front (any subset is a valid witness).
+                n_chunk_valid = int(valid.sum())
+                seed = objective_matrix(fronts[-1], objectives)
+                seed = seed[np.linspace(0, len(seed) - 1, min(len(seed), SEED_ROWS)).astype(int)]
+                cand = valid & ~dominated_by(objective_matrix(res, objectives, jnp), seed)
+                if fits_only:
+                    cand = cand & res["fits_memory"]
+                take = np.asarray(cand)
+            else:
+                take = np.asarray(valid)
+            df = pd.DataFrame({k: np.asarray(v)[take] for k, v in res.items()})
             df.insert(0, "grid_index", idx[take])
             if row_filter:
                 df = df.query(row_filter).reset_index(drop=True)
+            if not prefilter:
+                n_chunk_valid = len(df)
             front_c = pareto_front(df, objectives, fits_only=fits_only)
             if keep_rows:
                 write_parquet(rows_file, df)
-            write_text(chunk_dir / f"count-{tag}.json", json.dumps({"valid": len(df)}))
+            write_text(chunk_dir / f"count-{tag}.json", json.dumps({"valid": n_chunk_valid}))
             write_parquet(front_file, front_c)
-            n_valid += len(df)
+            n_valid += n_chunk_valid
         if keep_rows:
             files.append(rows_file)
         fronts.append(front_c)

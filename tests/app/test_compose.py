@@ -99,3 +99,13 @@ def test_one_compilation_across_sweep_jobs(make_cfg, tmp_path, monkeypatch):
     for i, hw in enumerate(("a100_80gb", "h100_sxm", "tpu_v5e")):
         _sweep(make_cfg, tmp_path, monkeypatch, f"c{i + 1}", *SMALL, f"hardware={hw}", f"workload.prompt_len={256 * (i + 1)}")
     assert sweep_mod.eval_indices._cache_size() == before
+
+
+def test_device_prefilter_keeps_the_exact_front(make_cfg, tmp_path, monkeypatch):
+    # keep_results=none discards dominated rows on the device before the exact filter: same front.
+    _sweep(make_cfg, tmp_path, monkeypatch, "kept", *SMALL, "sweep.keep_results=all")
+    _sweep(make_cfg, tmp_path, monkeypatch, "streamed", *SMALL, "sweep.keep_results=none")
+    kept = pd.read_csv(tmp_path / "kept" / "pareto.csv")["grid_index"].sort_values().tolist()
+    streamed = pd.read_csv(tmp_path / "streamed" / "pareto.csv")["grid_index"].sort_values().tolist()
+    assert kept == streamed and len(kept) > 3
+    assert json.loads((tmp_path / "streamed" / "sweep.json").read_text())["valid"] == 4 * 3 * 10
