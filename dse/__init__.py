@@ -15,11 +15,14 @@ from dse.core.conventions import DEFAULT, LLM_VIEWER, Conventions, conventions  
 from dse.core.design import Arch, Design, DesignError, Quant, Workload, make_arch, validate_design  # noqa: E402
 from dse.core.hardware import Hardware, ideal, make_hardware, validate_hardware  # noqa: E402
 from dse.core.metrics import evaluate, param_counts, phase_tables  # noqa: E402
+from dse.explore.tables import ops_frame  # noqa: E402
+from dse.app.build import load_accuracy, load_hardware, load_model  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccuracyParams", "Arch", "Conventions", "DEFAULT", "Design", "DesignError", "Hardware", "LLM_VIEWER",
-    "Quant", "Workload", "accuracy_terms", "conventions", "evaluate", "ideal", "make_arch", "make_hardware",
-    "param_counts", "phase_tables", "validate_design", "validate_hardware", "__version__",
+    "Quant", "Workload", "accuracy_terms", "conventions", "evaluate", "ideal", "load_accuracy", "load_hardware",
+    "load_model", "make_arch", "make_hardware", "ops_frame", "param_counts", "phase_tables", "validate_design",
+    "validate_hardware", "__version__",
 ]

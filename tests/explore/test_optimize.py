@@ -1,0 +1,66 @@
+"""Co-design against exhaustive enumeration: within 1% of the grid's optimum with <= 2% of its evaluations."""
+import itertools
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dse
+from dse.explore.optimize import Constraints, Settings, exact_batch, optimize
+from dse.explore.space import parse_knob
+
+KNOBS = [("model.n_kv_heads", [1, 2, 4, 8, 16, 32]), ("quant.w_bits", {"low": 3, "high": 16, "integer": True}),
+         ("quant.kv_bits", {"low": 2, "high": 16, "integer": True}),
+         ("workload.batch", {"low": 1, "high": 256, "integer": True, "log": True})]
+
+
+def exhaustive(design, hw, acc, knobs, objective, constraints):
+    grid = np.array(list(itertools.product(*[k.values for k in knobs])), float)
+    best, n = np.inf, len(grid)
+    for s in range(0, n, 65536):
+        out = exact_batch(jnp.asarray(grid[s:s + 65536]), design, hw, acc, conv=dse.DEFAULT,
+                          keys=tuple(k.key for k in knobs), objective=objective, constraints=constraints)
+        viol = np.asarray(out["violation"]).sum(-1)
+        ok = np.asarray(out["valid"]) & (viol <= 0)
+        if ok.any():
+            best = min(best, np.asarray(out["objective"])[ok].min())
+    return best, n
+
+
+# Problems of 322,560 legal points (6 KV-head counts x 14 weight widths x 15 KV widths x 256
+# batches). Known limitation, reported by the benchmark: on a 16 GB TPU v5e with loss budgets
+# of 0.01-0.02 nats the search stalls (96% of the optimum, or no feasible point found).
+@pytest.mark.parametrize("hw_name,objective,delta,slo", [
+    ("h100_sxm", "neg_decode_tokens_per_s", 0.02, 0.03),
+    ("h100_sxm", "neg_decode_tokens_per_s", 0.01, 0.03),
+    ("a100_80gb", "cost_per_token", 0.05, 0.05),
+    ("tpu_v5e", "neg_decode_tokens_per_s", 0.03, 0.05),
+])
+def test_legal_result_within_one_percent_of_exhaustive(hw_name, objective, delta, slo):
+    d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=1, prompt_len=2048, gen_len=256))
+    hw, acc = dse.load_hardware(hw_name), dse.load_accuracy()
+    knobs = [parse_knob(k, v) for k, v in KNOBS]
+    base = dse.evaluate(d, hw, dse.DEFAULT, acc)
+    c = Constraints(loss_max=float(base["loss_proxy"]) + delta, fits_memory=True, max_tpot_s=slo)
+    r = optimize(d, hw, acc, dse.DEFAULT, knobs, objective, c, Settings())
+    best, n = exhaustive(d, hw, acc, knobs, objective, c)
+    assert r.feasible
+    found = float(exact_batch(jnp.asarray(r.legal[None]), d, hw, acc, conv=dse.DEFAULT, keys=tuple(k.key for k in knobs),
+                              objective=objective, constraints=c)["objective"][0])
+    assert abs(found - best) <= 0.01 * abs(best), (found, best)
+    assert r.evaluations <= 0.02 * n, (r.evaluations, n)
+    # the legal design satisfies every constraint when re-evaluated exactly
+    m = r.legal_metrics
+    assert m["loss_proxy"] <= c.loss_max and m["memory_bytes"] <= m["mem_capacity_bytes"] and m["tpot_s"] <= slo
+
+
+def test_infeasible_problem_returns_least_violating_design():
+    d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=1, prompt_len=2048, gen_len=256))
+    hw, acc = dse.load_hardware("h100_sxm"), dse.load_accuracy()
+    knobs = [parse_knob(k, v) for k, v in KNOBS]
+    c = Constraints(loss_max=1.0, fits_memory=True)  # below the scaling law's floor E = 1.69
+    r = optimize(d, hw, acc, dse.DEFAULT, knobs, "tpot_s", c, Settings(steps=50, starts=4))
+    assert not r.feasible
+    assert np.isfinite(r.legal).all() and np.isfinite(r.legal_metrics["loss_proxy"])
+    # least violating: the loss cannot go below its 16-bit MHA value
+    assert r.legal_metrics["loss_proxy"] == pytest.approx(float(dse.evaluate(d, hw, dse.DEFAULT, acc)["loss_proxy"]), rel=1e-9)
