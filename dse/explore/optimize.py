@@ -215,7 +215,10 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
 
 def sensitivity(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions, objective: str,
                 factor: float = 1.1) -> dict:
-    """Relative change of the objective when one hardware resource grows by ``factor`` (exact model)."""
+    """Relative improvement of the (minimized) objective when one hardware resource grows by ``factor``.
+
+    Positive = better: 0.05 means 10% more of that resource makes the design 5% better.
+    """
     base = float(objective_of(evaluate(design, hw, conv, acc), objective, design.workload.tp))
     groups = {"mem_bw": ("mem_bw",), "peak_flops": ("peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4"),
               "link_bw": ("link_bw",), "mem_capacity": ("mem_capacity",)}
@@ -223,5 +226,5 @@ def sensitivity(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convent
     for name, fields in groups.items():
         more = type(hw)(**{**hw.__dict__, **{f: getattr(hw, f) * factor for f in fields}})
         val = float(objective_of(evaluate(design, more, conv, acc), objective, design.workload.tp))
-        out[name] = (val - base) / abs(base) if base else 0.0
+        out[name] = (base - val) / abs(base) if base else 0.0
     return out

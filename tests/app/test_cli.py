@@ -78,3 +78,18 @@ def test_joblib_launcher_multirun(tmp_path):
             f"hydra.sweep.dir={tmp_path}/jl", cwd=tmp_path)
     agg = pd.read_csv(tmp_path / "jl" / "results.csv")
     assert sorted(agg["hardware.name"]) == ["a100_80gb", "h100_sxm"]
+
+
+def test_optimize_then_evaluate_the_legal_design(tmp_path):
+    run_cli("task=optimize", "optimize.steps=60", "optimize.starts=4", f"hydra.run.dir={tmp_path}/opt", cwd=tmp_path)
+    opt = read_json(tmp_path / "opt" / "optimum.json")
+    assert opt["feasible"] and (tmp_path / "opt" / "trace.csv").exists() and (tmp_path / "opt" / "trace.png").exists()
+    legal = opt["legal"]
+    run_cli("task=evaluate", f"model.n_kv_heads={int(legal['model.n_kv_heads'])}", f"quant.w_bits={legal['quant.w_bits']}",
+            f"quant.kv_bits={legal['quant.kv_bits']}", f"workload.batch={int(legal['workload.batch'])}",
+            f"hydra.run.dir={tmp_path}/check", cwd=tmp_path)
+    r = read_json(tmp_path / "check" / "result.json")
+    assert r["loss_proxy"] <= opt["constraints"]["loss_proxy"]["limit"]
+    assert r["fits_memory"] and r["tpot_s"] <= opt["constraints"]["tpot_s"]["limit"]
+    assert math.isclose(r["decode_tokens_per_s"], -opt["legal"]["objective"], rel_tol=1e-12)
+    assert opt["improvement"] > 1 and set(opt["sensitivity_10pct"]) == {"mem_bw", "peak_flops", "link_bw", "mem_capacity"}
