@@ -76,6 +76,7 @@ def build_design(cfg: Mapping[str, Any]) -> Design:
 def build_hardware(hw: Mapping[str, Any]) -> Hardware:
     h = _plain(hw)
     h.pop("name", None)
+    h.pop("year", None)
     use_ideal = h.pop("ideal", False)
     for key in ("mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency",
                 "mem_efficiency", "kernel_overhead_s"):

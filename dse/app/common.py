@@ -45,6 +45,7 @@ class Setup:
                 out[f"{section}.{k}"] = float(v)
         hw = c["hardware"]
         out["hardware.name"] = hw["name"]
+        out["hardware.year"] = hw.get("year")
         for k in ("mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency", "mem_efficiency",
                   "kernel_overhead_s"):
             out[f"hardware.{k}"] = float(hw[k])

@@ -46,6 +46,7 @@ class PeakFlopsConfig:  # FLOP/s, dense; 0 = no such unit
 @dataclass
 class HardwareConfig:
     name: str = "custom"
+    year: Optional[int] = None  # release year (for trend plots)
     mem_bw: float = 1e12  # bytes/s
     mem_capacity: float = 80e9  # bytes
     peak_flops: PeakFlopsConfig = field(default_factory=PeakFlopsConfig)

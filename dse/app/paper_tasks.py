@@ -1,0 +1,161 @@
+"""task=trends and task=casestudy: the paper's two analyses, reproduced and extended."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from dse.app.build import available, build_hardware, load_group, load_model
+from dse.app.common import Setup
+from dse.core.design import Design, Quant, Workload
+from dse.core.metrics import phase_tables
+from dse.explore.casestudy import case_rows, remedies
+from dse.explore.export import atomic_path, markdown_table, write_csv
+from dse.explore.trends import data_path, fit_all, trend_points
+
+BATCHES = np.unique(np.round(np.geomspace(1, 8192, 200)))
+
+
+def decode_compute_bound_batch(hw, arch, prompt_len=2048) -> float:
+    """Smallest batch at which the weight matmuls of an fp16 decode step turn compute-bound.
+
+    (The attention of a decode step stays memory-bound at any batch: every sequence reads its own
+    KV cache, about one FLOP per byte at fp16. So the step as a whole never turns compute-bound
+    with MHA; its weight matmuls do, near batch = ridge point × efficiency ratio.)
+    """
+    design = Design(arch, Quant(), Workload(1.0, float(prompt_len), 1.0, 1.0))
+    design = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), design)
+    mlp_in = "gate_proj" if arch.gated_mlp else "fc1"
+
+    def bound(b):
+        d = Design(design.arch, design.quant, Workload(b, design.workload.prompt_len, 1.0, 1.0))
+        t = phase_tables(d, hw)["decode"][1][mlp_in]
+        return t.compute_s >= t.memory_s
+
+    hit = np.flatnonzero(np.asarray(jax.jit(jax.vmap(bound))(jnp.asarray(BATCHES))))
+    return float(BATCHES[hit[0]]) if len(hit) else float("nan")
+
+
+def run_trends(cfg: DictConfig, out: Path) -> pd.DataFrame:
+    fits = fit_all()
+    write_csv(out / "trends.csv", fits)
+    print("Growth per two years, least squares in log space over the digitized points of Gholami et al. 2024:")
+    print(markdown_table(fits, ["series", "n_points", "first_year", "last_year", "growth_per_2y", "paper_growth_per_2y", "r2"]))
+    arch = load_model("llama2_7b")
+    rows = []
+    for name in available("hardware"):
+        g = load_group("hardware", name)
+        hw = build_hardware(g)
+        peak = max(float(hw.peak_fp16), float(hw.peak_fp32))
+        rows.append({"hardware": name, "year": g.year, "peak_fp16_flops": peak, "mem_bw": float(hw.mem_bw),
+                     "ridge_flops_per_byte": peak / float(hw.mem_bw),
+                     "decode_compute_bound_batch": decode_compute_bound_batch(hw, arch)})
+    ridge = pd.DataFrame(rows).sort_values(["year", "ridge_flops_per_byte"]).reset_index(drop=True)
+    write_csv(out / "ridge.csv", ridge)
+    print("\nThe modern catalog: ridge point (peak fp16 FLOP/s per byte/s of DRAM) and the batch at which a "
+          "Llama-2-7B fp16 decode step's weight matmuls (2k context) turn compute-bound:")
+    print(markdown_table(ridge, ["hardware", "year", "ridge_flops_per_byte", "decode_compute_bound_batch"]))
+    _plot_trends(out / "trends.png", trend_points(), fits, ridge)
+    print(f"\nwrote {out}/trends.csv, ridge.csv, trends.png")
+    return fits
+
+
+def _plot_trends(path, points: pd.DataFrame, fits: pd.DataFrame, ridge: pd.DataFrame) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5), dpi=110)
+    panels = [("Hardware (normalized to 1996-98)", ["peak_flops", "dram_bandwidth", "interconnect_bandwidth"]),
+              ("Models and memory", ["transformer_params", "training_compute", "accelerator_memory"])]
+    for ax, (title, series) in zip(axes, panels):
+        for name in series:
+            p, f = points[points.series == name], fits.set_index("series").loc[name]
+            sc = ax.scatter(p.year, p.value, s=16)
+            x = np.linspace(p.year.min(), p.year.max(), 50)
+            ax.plot(x, np.exp(f.intercept_ln + f.slope_ln_per_year * x), color=sc.get_facecolor()[0],
+                    label=f"{name}: {f.growth_per_2y:.3g}x / 2 years")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("year")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    ax = axes[2]
+    ax.scatter(ridge.year, ridge.ridge_flops_per_byte, s=20)
+    for r in ridge.itertuples():
+        ax.annotate(r.hardware, (r.year, r.ridge_flops_per_byte), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.set_title("Ridge point of the catalog (fp16 FLOP/s per byte/s)")
+    ax.set_xlabel("year")
+    ax.set_ylabel("FLOPs per byte")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def survey_table() -> pd.DataFrame:
+    """BERT-Base rows of the survey (Kim et al. 2023): GFLOPs, GMOPs, arithmetic intensity by seq_len."""
+    t = pd.read_csv(data_path("transformer_survey_endtoend.csv"))
+    t = t[(t.model == "BERT-Base") & t.quantity.isin(["GFLOPs", "GMOPs", "arithmetic_intensity_FLOPs_per_byte"])]
+    return t.pivot_table(index="seq_len", columns="quantity", values="value").reset_index()
+
+
+def run_casestudy(s: Setup, out: Path) -> pd.DataFrame:
+    params = dict(s.cfg.task.get("params") or {})
+    conv = s.conv.__class__(**{**s.conv.__dict__, "fused_attention": bool(params.get("fused_attention", False))})
+    seq_lens = params.get("seq_lens", [128, 256, 512, 1024, 2048, 4096])
+    models = {n: load_model(n) for n in params.get("models", ["bert_base", "bert_large", "gpt2"])}
+    rows = case_rows(models, s.hw, conv, seq_lens, bits=float(params.get("bits", 8)))
+    write_csv(out / "casestudy.csv", rows)
+    total = rows[rows.group == "all"]
+    print(f"Case study on {s.cfg.hardware.name} (batch 1, {params.get('bits', 8)}-bit, MAC = 2 FLOPs, "
+          f"{'fused' if conv.fused_attention else 'unfused'} attention; the decoder generates every token with a KV cache):")
+    print(markdown_table(total, ["model", "seq_len", "flops", "bytes", "arithmetic_intensity", "latency_s"]))
+    pub = survey_table()
+    mine = total[total.model == "bert_base"].set_index("seq_len")
+    cmp = pd.DataFrame({"seq_len": pub.seq_len, "survey_GFLOPs": pub.GFLOPs, "dse_GFLOPs": mine.loc[pub.seq_len, "flops"].values / 1e9,
+                        "survey_GMOPs": pub.GMOPs, "dse_GB": mine.loc[pub.seq_len, "bytes"].values / 1e9,
+                        "survey_AI": pub.arithmetic_intensity_FLOPs_per_byte,
+                        "dse_AI": mine.loc[pub.seq_len, "arithmetic_intensity"].values})
+    cmp["GFLOPs_error"] = cmp.dse_GFLOPs / cmp.survey_GFLOPs - 1
+    write_csv(out / "survey_comparison.csv", cmp)
+    print("\nBERT-Base against the published table (Kim et al. 2023, Fig. 4-6):")
+    print(markdown_table(cmp))
+    acc = s.acc
+    rem = []
+    for name, kv in (("gpt2", (4, 1)), ("llama2_7b", (8, 1))):
+        r = remedies(load_model(name), s.hw, s.conv, acc, kv_heads=kv)
+        rem.append(r.assign(model=name))
+    rem = pd.concat(rem, ignore_index=True)
+    write_csv(out / "remedies.csv", rem)
+    print(f"\nThe paper's remedies on {s.cfg.hardware.name} (prompt 2048, 256 generated tokens, default conventions):")
+    print(markdown_table(rem, ["model", "change", "decode_arithmetic_intensity", "tpot_ms", "tpot_speedup",
+                               "throughput_gain", "kv_cache_GB", "loss_proxy_delta"]))
+    _plot_case(out / "casestudy.png", rows)
+    print(f"\nwrote {out}/casestudy.csv, survey_comparison.csv, remedies.csv, casestudy.png")
+    return rows
+
+
+def _plot_case(path, rows: pd.DataFrame) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), dpi=110)
+    total = rows[rows.group == "all"]
+    for model, g in total.groupby("model"):
+        axes[0].loglog(g.seq_len, g.flops, "o-", label=model)
+        axes[1].loglog(g.seq_len, g.bytes, "o-", label=model)
+        axes[2].semilogx(g.seq_len, g.arithmetic_intensity, "o-", label=model)
+    for ax, t in zip(axes, ("FLOPs", "memory traffic (bytes)", "arithmetic intensity (FLOPs/byte)")):
+        ax.set_title(t)
+        ax.set_xlabel("sequence length")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
