@@ -17,3 +17,23 @@ def llama7b():
 @pytest.fixture(scope="session")
 def h100():
     return load_hardware("h100_sxm")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hydra_store():
+    from dse.app.main import register_studies
+    from dse.app.schema import register_configs
+    register_configs()
+    register_studies()
+
+
+@pytest.fixture
+def make_cfg():
+    from hydra import compose, initialize_config_dir
+
+    from dse.app.build import resource_dir
+
+    def _make(*overrides):
+        with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    return _make

@@ -79,7 +79,7 @@ def build_hardware(hw: Mapping[str, Any]) -> Hardware:
     h.pop("year", None)
     use_ideal = h.pop("ideal", False)
     for key in ("mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency",
-                "mem_efficiency", "kernel_overhead_s"):
+                "mem_efficiency", "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency"):
         if key in h and not isinstance(h[key], (int, float)):
             raise DesignError(f"hardware.{key}={h[key]!r}: must be a number")
     out = validate_hardware(make_hardware(**h))

@@ -47,7 +47,7 @@ class Setup:
         out["hardware.name"] = hw["name"]
         out["hardware.year"] = hw.get("year")
         for k in ("mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency", "mem_efficiency",
-                  "kernel_overhead_s"):
+                  "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency"):
             out[f"hardware.{k}"] = float(hw[k])
         for k, v in hw["peak_flops"].items():
             out[f"hardware.peak_flops.{k}"] = float(v)

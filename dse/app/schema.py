@@ -55,6 +55,8 @@ class HardwareConfig:
     flops_efficiency: float = 1.0
     mem_efficiency: float = 1.0
     kernel_overhead_s: float = 0.0
+    gemm_half_tokens: float = 0.0  # weight matmuls on T rows reach flops_efficiency·T/(T + this)
+    attn_efficiency: float = 1.0  # attention kernels' fraction of the roofline
     ideal: bool = False  # true: efficiency 1 and no overhead (the ideal roofline)
 
 

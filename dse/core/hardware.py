@@ -1,5 +1,9 @@
 """Hardware pytree: the resources a roofline needs, all numeric leaves in SI units.
 
+Two optional shape terms (measured by ``task=validate``; neutral by default): a weight matmul on
+T rows reaches ``flops_efficiency · T / (T + gemm_half_tokens)`` of the peak (small-batch GEMMs
+under-fill the machine), and attention kernels run at ``attn_efficiency`` of the roofline.
+
 Peaks are dense (no structured sparsity) FLOP/s per operand precision; 0 means the device has no
 such unit, and an operation at that precision then runs on the next wider unit that exists
 (a V100 has no int8 tensor cores: W8A8 runs at its fp16 peak). ``bf16`` and ``fp16`` share
@@ -38,17 +42,21 @@ class Hardware:
     flops_efficiency: Array = 1.0  # achieved / peak FLOP/s of a matmul-heavy kernel
     mem_efficiency: Array = 1.0  # achieved / peak bandwidth of a streaming kernel
     kernel_overhead_s: Array = 0.0  # fixed cost per kernel launch
+    gemm_half_tokens: Array = 0.0  # weight matmuls on T rows reach flops_efficiency·T/(T + this); 0: no effect
+    attn_efficiency: Array = 1.0  # attention kernels' achieved fraction of the matmul/streaming roofline
 
 
 Hardware = jax.tree_util.register_dataclass(
     Hardware, data_fields=[
         "mem_bw", "mem_capacity", "peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4",
-        "link_bw", "link_latency", "flops_efficiency", "mem_efficiency", "kernel_overhead_s"],
+        "link_bw", "link_latency", "flops_efficiency", "mem_efficiency", "kernel_overhead_s", "gemm_half_tokens",
+        "attn_efficiency"],
     meta_fields=[])
 
 
 def make_hardware(*, mem_bw, mem_capacity, peak_flops: dict, link_bw=0.0, link_latency=0.0,
-                  flops_efficiency=1.0, mem_efficiency=1.0, kernel_overhead_s=0.0) -> Hardware:
+                  flops_efficiency=1.0, mem_efficiency=1.0, kernel_overhead_s=0.0, gemm_half_tokens=0.0,
+                  attn_efficiency=1.0) -> Hardware:
     """Hardware from the config schema: ``peak_flops`` maps fp32, bf16, fp16, fp8, int8, int4 → FLOP/s."""
     known = {"fp32", "bf16", "fp16", "fp8", "int8", "int4"}
     for key in peak_flops:
@@ -60,12 +68,14 @@ def make_hardware(*, mem_bw, mem_capacity, peak_flops: dict, link_bw=0.0, link_l
                     peak_fp16=fp16, peak_fp8=p.get("fp8", 0.0), peak_int8=p.get("int8", 0.0),
                     peak_int4=p.get("int4", 0.0), link_bw=float(link_bw), link_latency=float(link_latency),
                     flops_efficiency=float(flops_efficiency), mem_efficiency=float(mem_efficiency),
-                    kernel_overhead_s=float(kernel_overhead_s))
+                    kernel_overhead_s=float(kernel_overhead_s), gemm_half_tokens=float(gemm_half_tokens),
+                    attn_efficiency=float(attn_efficiency))
 
 
 def ideal(hw: Hardware) -> Hardware:
     """The same device on the ideal roofline: efficiency 1, no per-kernel overhead."""
-    return Hardware(**{**hw.__dict__, "flops_efficiency": 1.0, "mem_efficiency": 1.0, "kernel_overhead_s": 0.0})
+    return Hardware(**{**hw.__dict__, "flops_efficiency": 1.0, "mem_efficiency": 1.0, "kernel_overhead_s": 0.0,
+                       "gemm_half_tokens": 0.0, "attn_efficiency": 1.0})
 
 
 def validate_hardware(hw: Hardware, prefix: str = "hardware.") -> Hardware:
@@ -81,7 +91,8 @@ def validate_hardware(hw: Hardware, prefix: str = "hardware.") -> Hardware:
         _fail(prefix + "peak_flops", 0, "needs a positive fp16/bf16 or fp32 peak")
     _check(prefix + "link_bw", hw.link_bw, nonneg, "must be a non-negative bandwidth in bytes/s")
     _check(prefix + "link_latency", hw.link_latency, nonneg, "must be a non-negative time in s")
-    for name in ("flops_efficiency", "mem_efficiency"):
+    _check(prefix + "gemm_half_tokens", hw.gemm_half_tokens, nonneg, "must be a non-negative number of tokens")
+    for name in ("flops_efficiency", "mem_efficiency", "attn_efficiency"):
         _check(prefix + name, getattr(hw, name), lambda x: np.isfinite(x) & (x > 0) & (x <= 1),
                "must be in (0, 1]")
     _check(prefix + "kernel_overhead_s", hw.kernel_overhead_s, nonneg, "must be a non-negative time in s")

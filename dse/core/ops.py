@@ -36,6 +36,8 @@ class Op(NamedTuple):
     kv_write: object
     comm_bytes: object  # bytes all-reduced (collective ops only)
     bits: object  # operand precision that selects the compute peak
+    gemm_rows: object = 0.0  # rows (tokens) of a weight matmul, for its shape-dependent efficiency; 0 otherwise
+    attention: object = 0.0  # 1 for the attention operators (their achieved efficiency is the device's own)
 
     @property
     def bytes(self):
@@ -44,8 +46,8 @@ class Op(NamedTuple):
 
 
 def _op(count=1.0, flops=0.0, weight_bytes=0.0, act_read=0.0, act_write=0.0, kv_read=0.0,
-        kv_write=0.0, comm_bytes=0.0, bits=16.0) -> Op:
-    return Op(count, flops, weight_bytes, act_read, act_write, kv_read, kv_write, comm_bytes, bits)
+        kv_write=0.0, comm_bytes=0.0, bits=16.0, gemm_rows=0.0, attention=0.0) -> Op:
+    return Op(count, flops, weight_bytes, act_read, act_write, kv_read, kv_write, comm_bytes, bits, gemm_rows, attention)
 
 
 def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) -> dict[str, Op]:
@@ -69,7 +71,7 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) 
                    weight_bytes=n_in * n_out * wB + vec * bias * n_out * aB,
                    act_read=T * n_in * aB,
                    act_write=0.0 if out_to_cache else out_bytes,
-                   kv_write=out_bytes if out_to_cache else 0.0, bits=mm_bits)
+                   kv_write=out_bytes if out_to_cache else 0.0, bits=mm_bits, gemm_rows=T)
 
     layernorm = arch.norm == "layernorm"
     norm_flops = conv.norm_flops or (7.0 if layernorm else 4.0)
@@ -112,14 +114,15 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) 
     o_bytes = batch * q * H * d * aB
     if conv.fused_attention:
         ops["attention"] = _op(L, flops=4 * batch * H * pairs * d + 5 * batch * H * pairs,
-                               act_read=q_bytes, act_write=o_bytes, kv_read=2 * kv_bytes_read, bits=att_bits)
+                               act_read=q_bytes, act_write=o_bytes, kv_read=2 * kv_bytes_read, bits=att_bits,
+                               attention=1.0)
     else:
         ops["qk_matmul"] = _op(L, flops=2 * batch * H * pairs * d, act_read=q_bytes,
-                               act_write=scores * aB, kv_read=kv_bytes_read, bits=att_bits)
+                               act_write=scores * aB, kv_read=kv_bytes_read, bits=att_bits, attention=1.0)
         ops["softmax"] = _op(L, flops=5 * batch * H * pairs, act_read=scores * aB, act_write=scores * aB,
-                             bits=a_bits)
+                             bits=a_bits, attention=1.0)
         ops["sv_matmul"] = _op(L, flops=2 * batch * H * pairs * d, act_read=scores * aB,
-                               act_write=o_bytes, kv_read=kv_bytes_read, bits=att_bits)
+                               act_write=o_bytes, kv_read=kv_bytes_read, bits=att_bits, attention=1.0)
     ops["o_proj"] = linear(H * d, h)
     if arch.parallel_block:
         ops["allreduce"] = allreduce()
@@ -150,5 +153,5 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) 
         n_act = seqs if conv.lm_head_act_per_sequence else jnp.minimum(q, 1.0)
         ops["lm_head"] = _op(1.0, flops=conv.lm_head_flops_per_mac * seqs * h * V / tp,
                              weight_bytes=h * V / tp * wB, act_read=n_act * h * aB,
-                             act_write=n_act * V / tp * aB, bits=mm_bits)
+                             act_write=n_act * V / tp * aB, bits=mm_bits, gemm_rows=seqs)
     return ops

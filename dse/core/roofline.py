@@ -78,6 +78,11 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
     eff_f = hw.flops_efficiency if conv.efficiency else 1.0
     eff_m = hw.mem_efficiency if conv.efficiency else 1.0
     overhead = hw.kernel_overhead_s if conv.efficiency else 0.0
+    if conv.efficiency:
+        rows = op.gemm_rows
+        eff_f = eff_f * jnp.where(rows > 0, rows / jnp.maximum(rows + hw.gemm_half_tokens, 1e-30), 1.0)
+        attn = jnp.where(op.attention > 0, hw.attn_efficiency, 1.0)
+        eff_f, eff_m = eff_f * attn, eff_m * attn
     peak = peak_flops(hw, op.bits, smooth=smooth) if peak is None else peak
     compute = op.flops / (peak * eff_f)
     memory = op.bytes / (hw.mem_bw * eff_m)

@@ -19,7 +19,7 @@ from dse.core.hardware import Hardware
 
 SECTIONS = {"model": "arch", "quant": "quant", "workload": "workload"}
 HARDWARE_KNOBS = {"mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency", "mem_efficiency",
-                  "kernel_overhead_s"}
+                  "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency"}
 
 
 @dataclass(frozen=True)

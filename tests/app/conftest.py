@@ -4,28 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
-
-from dse.app.build import resource_dir
-from dse.app.main import register_studies
-from dse.app.schema import register_configs
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _store():
-    register_configs()
-    register_studies()
-
-
-@pytest.fixture
-def make_cfg():
-    def _make(*overrides):
-        with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
-    return _make
 
 
 def run_cli(*args, cwd, check=True):

@@ -1,0 +1,96 @@
+"""task=validate: measure this device, write it as hardware=measured, compare predicted with measured.
+
+Writes ``measured_hardware.yaml`` (and, in a source checkout, ``conf/hardware/measured.yaml`` so
+that ``hardware=measured`` selects it), ``microbench.csv``, ``validation.csv`` (case, phase,
+predicted_s, measured_s, error, and the roofline-only prediction), ``validation.md`` and
+``validation.png``.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+
+from dse.app.build import resource_dir
+from dse.app.common import Setup
+from dse.explore.export import atomic_path, markdown_table, write_csv, write_text
+from dse.measure.roofline import numpy_check
+from dse.measure.validate import run_validation
+
+
+def hardware_yaml(hw: dict, note: str) -> str:
+    peaks = {"fp32": 0.0, "bf16": 0.0, "fp16": 0.0, "fp8": 0.0, "int8": 0.0, "int4": 0.0, **hw["peak_flops"]}
+    lines = [f"# Measured by `python -m dse task=validate` ({note}).", "defaults:", "  - hardware_schema", "  - _self_", "",
+             "name: measured", f"year: {datetime.date.today().year}", f"mem_bw: {hw['mem_bw']:.6g}  # bytes/s",
+             f"mem_capacity: {hw['mem_capacity']:.6g}  # bytes", "peak_flops:"]
+    lines += [f"  {k}: {float(v):.6g}" for k, v in peaks.items()]
+    for k in ("flops_efficiency", "mem_efficiency", "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency"):
+        if k in hw:
+            lines.append(f"{k}: {float(hw[k]):.6g}")
+    return "\n".join(lines) + "\n"
+
+
+def run_validate(s: Setup, out: Path) -> pd.DataFrame:
+    quick = bool((s.cfg.task.get("params") or {}).get("quick", False))
+    dev = jax.devices()[0]
+    note = f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, {dev.platform}:{dev.device_kind}"
+    print(f"measuring {dev.platform} ({dev.device_kind}) with microbenchmarks, then the reference decoder ...")
+    df, hw, raw = run_validation(quick=quick)
+    from dse.measure.roofline import _memory_capacity
+    hw["mem_capacity"] = _memory_capacity(dev)
+    write_csv(out / "microbench.csv", pd.DataFrame(raw))
+    text = hardware_yaml(hw, note)
+    write_text(out / "measured_hardware.yaml", text)
+    conf_hw = resource_dir("conf") / "hardware"
+    try:
+        write_text(conf_hw / "measured.yaml", text)
+        where = f"{conf_hw / 'measured.yaml'} (use hardware=measured)"
+    except OSError:
+        where = f"{out / 'measured_hardware.yaml'} (copy it into a hardware config folder to use it)"
+    np_check = numpy_check()
+    write_csv(out / "validation.csv", df)
+    err, before = df.error.abs(), df.error_before.abs()
+    worst = df.loc[err.idxmax()]
+    summary = (f"{len(df)} cases on {note}: median |error| {100 * err.median():.1f}% "
+               f"(roofline only: {100 * before.median():.1f}%), worst {worst.case} {100 * worst.error:+.0f}%")
+    table = markdown_table(df.assign(predicted_ms=1e3 * df.predicted_s, measured_ms=1e3 * df.measured_s,
+                                     error_pct=100 * df.error, before_pct=100 * df.error_before),
+                           ["case", "phase", "batch", "length", "n_kv_heads", "measured_ms", "predicted_ms", "error_pct", "before_pct"])
+    write_text(out / "validation.md", f"{summary}\n\n{table}\n")
+    _plot(out / "validation.png", df, summary)
+    print(table)
+    print(f"\n{summary}")
+    print(f"second method (numpy/BLAS): matmul {np_check['numpy_flops_per_s'] / 1e9:.1f} GFLOP/s vs JAX peak "
+          f"{hw['peak_flops']['fp32'] / 1e9:.1f}; matrix-vector {np_check['numpy_matvec_bytes_per_s'] / 1e9:.1f} GB/s "
+          f"vs JAX {hw['mem_bw'] / 1e9:.1f}")
+    print(f"\nwrote {out}/validation.csv, validation.md, validation.png, microbench.csv; measured hardware: {where}")
+    return df
+
+
+def _plot(path, df: pd.DataFrame, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
+    for phase, g in df.groupby("phase"):
+        ax.scatter(g.measured_s, g.predicted_s, label=f"{phase} (model)", s=30)
+        ax.scatter(g.measured_s, g.predicted_before_s, marker="x", s=25, label=f"{phase} (roofline only)")
+    lo, hi = df[["measured_s", "predicted_s", "predicted_before_s"]].min().min(), df[["measured_s", "predicted_s"]].max().max()
+    x = np.geomspace(lo / 1.5, hi * 1.5, 10)
+    ax.plot(x, x, "k-", lw=0.8)
+    ax.fill_between(x, x / 1.15, x * 1.15, color="0.85", label="±15%")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured (s)")
+    ax.set_ylabel("predicted (s)")
+    ax.set_title(title, fontsize=7)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

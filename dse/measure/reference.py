@@ -1,0 +1,118 @@
+"""A reference decoder in plain JAX, timed on the device at hand, to validate the cost model.
+
+Random weights; RMSNorm; gated (SwiGLU) or plain (GELU) MLP; MHA, GQA or MQA; a KV cache.
+``prefill`` processes the prompt with the full causal score matrix (masked, as plain JAX
+computes it); ``decode`` processes one token per sequence against a cache of ``k`` entries plus
+the new token. Both return the logits of the last token only. Weights are float32 (a CPU has no
+fast 16-bit units), laid out per layer (a Python loop: one set of kernels per layer, as in the
+cost model's per-layer operators).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dse.measure.roofline import timeit
+
+
+@dataclass(frozen=True)
+class RefConfig:
+    n_layers: int = 6
+    d_model: int = 1024
+    n_heads: int = 16
+    n_kv_heads: int = 16
+    d_ff: int = 2816
+    vocab: int = 8192
+    gated: bool = True
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def init_params(cfg: RefConfig, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[0]))
+
+    h, d = cfg.d_model, cfg.d_head
+    layers = []
+    for _ in range(cfg.n_layers):
+        layer = {"attn_norm": jnp.ones(h), "wq": w(h, cfg.n_heads * d), "wk": w(h, cfg.n_kv_heads * d),
+                 "wv": w(h, cfg.n_kv_heads * d), "wo": w(cfg.n_heads * d, h), "mlp_norm": jnp.ones(h),
+                 "w_down": w(cfg.d_ff, h), "w_up": w(h, cfg.d_ff)}
+        if cfg.gated:
+            layer["w_gate"] = w(h, cfg.d_ff)
+        layers.append(layer)
+    return {"embed": w(cfg.vocab, h), "layers": layers, "final_norm": jnp.ones(h), "lm_head": w(h, cfg.vocab)}
+
+
+def _rms(x, g):
+    return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * g
+
+
+def _mlp(cfg, p, x):
+    if cfg.gated:
+        return (jax.nn.silu(x @ p["w_gate"]) * (x @ p["w_up"])) @ p["w_down"]
+    return jax.nn.gelu(x @ p["w_up"]) @ p["w_down"]
+
+
+def _qkv(cfg, p, x):
+    """Heads-major layout (batch, kv head, [group,] token, d_head), as KV caches are stored."""
+    b, t, _ = x.shape
+    q = (x @ p["wq"]).reshape(b, t, cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.d_head).transpose(0, 2, 3, 1, 4)
+    k = (x @ p["wk"]).reshape(b, t, cfg.n_kv_heads, cfg.d_head).transpose(0, 2, 1, 3)
+    v = (x @ p["wv"]).reshape(b, t, cfg.n_kv_heads, cfg.d_head).transpose(0, 2, 1, 3)
+    return q, k, v
+
+
+def prefill(cfg: RefConfig, params, tokens):
+    """Logits of the last token and the KV cache of a prompt ``tokens`` (batch, length)."""
+    x = params["embed"][tokens]
+    b, t, _ = x.shape
+    mask = jnp.tril(jnp.ones((t, t), bool))
+    cache = []
+    for p in params["layers"]:
+        q, k, v = _qkv(cfg, p, _rms(x, p["attn_norm"]))
+        s = jnp.einsum("bhgqd,bhkd->bhgqk", q, k) / np.sqrt(cfg.d_head)
+        a = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), axis=-1)
+        o = jnp.einsum("bhgqk,bhkd->bqhgd", a, v).reshape(b, t, -1)
+        x = x + o @ p["wo"]
+        x = x + _mlp(cfg, p, _rms(x, p["mlp_norm"]))
+        cache.append((k, v))
+    return _rms(x[:, -1], params["final_norm"]) @ params["lm_head"], cache
+
+
+def decode(cfg: RefConfig, params, cache, token):
+    """Logits of one new token per sequence against a cache of k entries (attends k + 1 keys)."""
+    x = params["embed"][token][:, None]
+    b = x.shape[0]
+    for p, (ck, cv) in zip(params["layers"], cache):
+        q, k, v = _qkv(cfg, p, _rms(x, p["attn_norm"]))
+        q = q[:, :, :, 0]  # one query per sequence: (b, kv head, group, d)
+        s_old = jnp.einsum("bhgd,bhkd->bhgk", q, ck)
+        s_new = jnp.einsum("bhgd,bhkd->bhgk", q, k)
+        a = jax.nn.softmax(jnp.concatenate([s_old, s_new], -1) / np.sqrt(cfg.d_head), axis=-1)
+        o = jnp.einsum("bhgk,bhkd->bhgd", a[..., :-1], cv) + jnp.einsum("bhgk,bhkd->bhgd", a[..., -1:], v)
+        x = x + o.reshape(b, 1, -1) @ p["wo"]
+        x = x + _mlp(cfg, p, _rms(x, p["mlp_norm"]))
+    return _rms(x[:, -1], params["final_norm"]) @ params["lm_head"]
+
+
+def time_case(cfg: RefConfig, params, phase: str, batch: int, length: int, repeats: int = 5) -> float:
+    """Median seconds of one prefill of ``length`` tokens or one decode step at KV length ``length``."""
+    rng = np.random.default_rng(1)
+    if phase == "prefill":
+        tokens = jnp.asarray(rng.integers(0, cfg.vocab, (batch, length)))
+        fn = jax.jit(lambda p, t: prefill(cfg, p, t)[0])
+        return timeit(fn, params, tokens, repeats=repeats)
+    shape = (batch, cfg.n_kv_heads, length, cfg.d_head)
+    cache = [(jnp.asarray(rng.standard_normal(shape, dtype=np.float32)),
+              jnp.asarray(rng.standard_normal(shape, dtype=np.float32))) for _ in range(cfg.n_layers)]
+    token = jnp.asarray(rng.integers(0, cfg.vocab, (batch,)))
+    fn = jax.jit(lambda p, c, t: decode(cfg, p, c, t))
+    return timeit(fn, params, cache, token, repeats=repeats)
