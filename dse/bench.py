@@ -8,6 +8,9 @@
   (``pip install llm-analysis``).
 - ``sweep_points_per_s``, ``study_cold_s``/``study_warm_s``, ``multirun_job_overhead_s``:
   the app end to end (see ``dse/app``).
+- ``optimize_vs_exhaustive``: task=optimize's legal result on enumerable problems (322,560 legal
+  points each) as a fraction of the exhaustive optimum, with random search and Optuna TPE
+  (``pip install optuna``) at the same number of evaluations.
 """
 from __future__ import annotations
 
@@ -123,7 +126,8 @@ def bench_app(quick: bool):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
-    p.add_argument("--only", nargs="*", default=["core", "llm_analysis", "app"], help="core llm_analysis app")
+    p.add_argument("--only", nargs="*", default=["core", "llm_analysis", "app", "optimize"],
+                   help="any of: core llm_analysis app optimize")
     a = p.parse_args(argv)
     emit("machine", platform.processor() or platform.machine(), "", cpus=os.cpu_count(), jax=jax.__version__,
          devices=[str(d) for d in jax.devices()], dse=dse.__version__, python=platform.python_version())
@@ -133,7 +137,78 @@ def main(argv=None):
         bench_llm_analysis(rate)
     if "app" in a.only:
         bench_app(a.quick)
+    if "optimize" in a.only:
+        bench_optimize(with_optuna=not a.quick)
 
 
 if __name__ == "__main__":
     main()
+
+
+OPT_PROBLEMS = [("h100_sxm", "neg_decode_tokens_per_s", 0.02, 0.03), ("h100_sxm", "neg_decode_tokens_per_s", 0.01, 0.03),
+                ("a100_80gb", "cost_per_token", 0.05, 0.05), ("a100_80gb", "neg_decode_tokens_per_s", 0.03, 0.05),
+                ("tpu_v5e", "neg_decode_tokens_per_s", 0.03, 0.05), ("tpu_v5e", "neg_decode_tokens_per_s", 0.02, 0.03)]
+OPT_KNOBS = [("model.n_kv_heads", [1, 2, 4, 8, 16, 32]), ("quant.w_bits", {"low": 3, "high": 16, "integer": True}),
+             ("quant.kv_bits", {"low": 2, "high": 16, "integer": True}),
+             ("workload.batch", {"low": 1, "high": 256, "integer": True, "log": True})]
+
+
+def bench_optimize(with_optuna: bool = True):
+    """optax vs random search vs Optuna TPE at equal evaluation budgets, on enumerable problems."""
+    import itertools
+
+    from dse.app.build import load_accuracy
+    from dse.core.conventions import DEFAULT
+    from dse.explore.optimize import Constraints, Settings, exact_batch, optimize
+    from dse.explore.space import parse_knob
+
+    design = Design(load_model("llama2_7b"), Quant(), Workload(1.0, 2048.0, 256.0, 1.0))
+    acc = load_accuracy()
+    knobs = [parse_knob(k, v) for k, v in OPT_KNOBS]
+    keys = tuple(k.key for k in knobs)
+    grid = np.array(list(itertools.product(*[k.values for k in knobs])), float)
+    for hw_name, objective, delta, slo in OPT_PROBLEMS:
+        hw = load_hardware(hw_name)
+        base = evaluate(design, hw, DEFAULT, acc)
+        cons = Constraints(loss_max=float(base["loss_proxy"]) + delta, fits_memory=True, max_tpot_s=slo)
+        kw = dict(conv=DEFAULT, keys=keys, objective=objective, constraints=cons)
+
+        def best(rows):
+            out = exact_batch(jnp.asarray(rows), design, hw, acc, **kw)
+            ok = np.asarray(out["valid"]) & (np.asarray(out["violation"]).sum(-1) <= 0)
+            return float(np.asarray(out["objective"])[ok].min()) if ok.any() else float("inf")
+
+        optimum = min(best(grid[s:s + 65536]) for s in range(0, len(grid), 65536))
+        t = time.perf_counter()
+        r = optimize(design, hw, acc, DEFAULT, knobs, objective, cons, Settings())
+        t_opt = time.perf_counter() - t
+        found = best(r.legal[None])
+        budget = r.evaluations
+        rng = np.random.default_rng(0)
+        rand = min(best(grid[rng.choice(len(grid), budget, replace=False)]) for _ in range(1))
+        tpe = None
+        if with_optuna:
+            tpe = _optuna_best(grid, knobs, best, budget)
+        label = f"{hw_name}/{objective}/loss+{delta}/tpot<={slo}"
+        rel = lambda v: None if not np.isfinite(v) else round(v / optimum, 4)  # noqa: E731
+        emit("optimize_vs_exhaustive", rel(found), "fraction of optimum", problem=label, evaluations=budget,
+             grid=len(grid), seconds=round(t_opt, 2), random_search=rel(rand), optuna_tpe=rel(tpe) if tpe is not None else None,
+             note="objective / exhaustive optimum (1 = optimal; objectives are minimized, negative for throughput)")
+
+
+def _optuna_best(grid, knobs, best, budget):
+    try:
+        import optuna
+    except ImportError:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    found = float("inf")
+    for _ in range(budget):
+        trial = study.ask()
+        row = [trial.suggest_categorical(k.key, [float(v) for v in k.values]) if len(k.values) <= 16
+               else float(k.values[trial.suggest_int(k.key, 0, len(k.values) - 1)]) for k in knobs]
+        value = best(np.asarray([row]))
+        found = min(found, value)
+        study.tell(trial, value if np.isfinite(value) else 1e30)
+    return found

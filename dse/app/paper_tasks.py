@@ -48,6 +48,8 @@ def run_trends(cfg: DictConfig, out: Path) -> pd.DataFrame:
     arch = load_model("llama2_7b")
     rows = []
     for name in available("hardware"):
+        if name == "measured":  # this machine (task=validate), not a catalog device
+            continue
         g = load_group("hardware", name)
         hw = build_hardware(g)
         peak = max(float(hw.peak_fp16), float(hw.peak_fp32))

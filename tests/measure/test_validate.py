@@ -34,7 +34,7 @@ def test_small_validation_does_not_rot(make_cfg, tmp_path, monkeypatch):
     # batched attention kernels run far below the streaming bandwidth (see README, Validation).
     from dse.app.main import run
     monkeypatch.chdir(tmp_path)
-    run(make_cfg("task=validate", "task.params.quick=true"))
+    run(make_cfg("task=validate", "task.params.quick=true", "task.params.install_hardware=false"))
     df = pd.read_csv(tmp_path / "validation.csv")
     assert {"case", "phase", "predicted_s", "measured_s"} <= set(df.columns) and len(df) == 4
     assert df.error.abs().median() < 0.6
