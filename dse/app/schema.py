@@ -1,7 +1,8 @@
 """Structured-config schemas (the user-facing keys of DESIGN.md), registered in Hydra's ConfigStore.
 
-The YAML files in ``conf/`` extend these schemas (``defaults: [model_schema, _self_]``), so a
-typo in a key or a string where a number belongs fails at composition with OmegaConf's message.
+``conf/config.yaml`` extends ``DseConfig`` (``defaults: [dse_schema, ...]``), so a typo in a key
+or a string where a number belongs fails at composition with OmegaConf's message; the catalog
+loader of the Python API merges each YAML onto its section's schema the same way.
 Range rules (positive sizes, bits in [1, 32], divisibility) are checked in :mod:`dse.app.build`.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from dse.core.conventions import Conventions
 
@@ -139,7 +140,7 @@ class DseConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    conventions: Any = field(default_factory=ConventionsConfig)
+    conventions: ConventionsConfig = field(default_factory=ConventionsConfig)
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     space: dict = field(default_factory=dict)  # knob (config key) -> list of values or a range
@@ -153,10 +154,8 @@ SCHEMAS = {"model": ModelConfig, "hardware": HardwareConfig, "quant": QuantConfi
 
 
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore (``<group>_schema`` in each group, ``dse_schema``)."""
+    """Put the schema in Hydra's ConfigStore as ``dse_schema``: the primary config extends it, so
+    every group's YAML is merged onto its typed section (one structured merge per composition)."""
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    cs.store(name="dse_schema", node=DseConfig)
-    for group, schema in {**SCHEMAS, "task": TaskConfig}.items():
-        cs.store(group=group, name=f"{group}_schema", node=schema)
+    ConfigStore.instance().store(name="dse_schema", node=DseConfig)

@@ -24,8 +24,7 @@ from dse.measure.validate import run_validation
 
 def hardware_yaml(hw: dict, note: str) -> str:
     peaks = {"fp32": 0.0, "bf16": 0.0, "fp16": 0.0, "fp8": 0.0, "int8": 0.0, "int4": 0.0, **hw["peak_flops"]}
-    lines = [f"# Measured by `python -m dse task=validate` ({note}).", "defaults:", "  - hardware_schema", "  - _self_", "",
-             "name: measured", f"year: {datetime.date.today().year}", f"mem_bw: {hw['mem_bw']:.6g}  # bytes/s",
+    lines = [f"# Measured by `python -m dse task=validate` ({note}).", "name: measured", f"year: {datetime.date.today().year}", f"mem_bw: {hw['mem_bw']:.6g}  # bytes/s",
              f"mem_capacity: {hw['mem_capacity']:.6g}  # bytes", "peak_flops:"]
     lines += [f"  {k}: {float(v):.6g}" for k, v in peaks.items()]
     for k in ("flops_efficiency", "mem_efficiency", "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency"):

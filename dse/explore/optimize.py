@@ -24,10 +24,12 @@ from dse.core.conventions import Conventions
 from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
 from dse.core.metrics import evaluate
-from dse.explore.space import Knob, set_knob
+from dse.explore.space import Knob, get_knob, set_knob
 
-#: largest two-knob plane searched exhaustively around the rounded design
-PLANE_MAX = 256
+#: knobs with at most this many legal values are searched jointly around the rounded design,
+#: all together when their combinations number at most BLOCK_MAX, else two at a time
+SMALL_KNOB = 16
+BLOCK_MAX = 2048
 
 #: objective name → (metric, sign); cost_per_token is device-seconds per generated token.
 OBJECTIVES = {"tpot_s": ("tpot_s", 1.0), "ttft_s": ("ttft_s", 1.0), "e2e_s": ("e2e_s", 1.0),
@@ -153,10 +155,12 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     values = [np.asarray(k.values, float) for k in knobs]
 
     def score(rows):
-        out = exact_batch(jnp.asarray(rows, float), design, hw, acc, **kw)
-        viol = np.asarray(out["violation"]).sum(-1) if np.asarray(out["violation"]).ndim > 1 else np.zeros(len(rows))
-        valid = np.asarray(out["valid"])
-        return np.asarray(out["objective"]), np.where(valid, viol, np.inf), out
+        n = len(rows)
+        padded = np.concatenate([rows, np.repeat(rows[-1:], (1 << max(0, (n - 1).bit_length())) - n, 0)])
+        out = jax.tree.map(lambda x: np.asarray(x)[:n],  # power-of-two batches: few compilations
+                           exact_batch(jnp.asarray(padded, float), design, hw, acc, **kw))
+        viol = out["violation"].sum(-1) if out["violation"].ndim > 1 else np.zeros(n)
+        return out["objective"], np.where(out["valid"], viol, np.inf), out
 
     def best_of(objv, viol):
         feasible = viol <= 0
@@ -170,31 +174,45 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
         per_knob = [sorted({int(np.clip(np.searchsorted(v, x) - 1, 0, len(v) - 1)),
                             int(np.clip(np.searchsorted(v, x), 0, len(v) - 1))}) for v, x in zip(values, c)]
         neighbours.extend(itertools.product(*per_knob))
+    # the baseline's own legal neighbourhood too: it usually satisfies a loss budget relative to
+    # itself, so the search has a feasible point to start from when rounding breaks a constraint
+    base_vals = [float(get_knob(design, hw, k.key)) for k in knobs]
+    neighbours.append(tuple(int(np.argmin(np.abs(v - x))) for v, x in zip(values, base_vals)))
     cand = np.unique(np.asarray(neighbours, int), axis=0)
     objv, viol, _ = score(np.stack([values[j][cand[:, j]] for j in range(len(knobs))], 1))
     evals += len(cand)
     i, feasible = best_of(objv, viol)
     best_idx, best_obj, best_viol = cand[i], objv[i], viol[i]
-    # local search: from the best legal design, every value of one knob (a line) and every pair
-    # of values of two small knobs (a plane, when it has <= PLANE_MAX points), others fixed;
-    # move to the best improvement, until none improves. Pairs matter: a constraint such as the
-    # loss budget couples knobs (fewer KV heads pay for themselves only with more KV bits).
+    # every point evaluated so far is no better than the current best, so only new ones are scored
+    seen = {tuple(r) for r in cand}
+    # local search (block coordinate descent): around the best legal design, every value of each
+    # knob (a line) and every combination of the small knobs (<= SMALL_KNOB values each) as one
+    # block when it has <= BLOCK_MAX points, else every pair of them (planes); move to the best
+    # improvement until none improves. Joint moves matter: a constraint such as the loss budget
+    # couples knobs (fewer KV heads pay for themselves only with more KV or weight bits).
     sizes = [len(v) for v in values]
+    small = [j for j, n in enumerate(sizes) if n <= SMALL_KNOB]
+    block = int(np.prod([sizes[j] for j in small])) if small else 0
     for _ in range(settings.local_search_rounds):
         moves = []
         for j in range(len(knobs)):
             line = np.repeat(best_idx[None], sizes[j], 0)
             line[:, j] = np.arange(sizes[j])
             moves.append(line)
-        for i, j in itertools.combinations(range(len(knobs)), 2):
-            if sizes[i] * sizes[j] <= PLANE_MAX:
+        if len(small) > 1 and block <= BLOCK_MAX:
+            cube = np.repeat(best_idx[None], block, 0)
+            cube[:, small] = np.array(list(itertools.product(*[range(sizes[j]) for j in small])))
+            moves.append(cube)
+        else:
+            for i, j in itertools.combinations(small, 2):
                 plane = np.repeat(best_idx[None], sizes[i] * sizes[j], 0)
                 plane[:, [i, j]] = np.array(list(itertools.product(range(sizes[i]), range(sizes[j]))))
                 moves.append(plane)
         moves = np.unique(np.concatenate(moves), axis=0)
-        moves = moves[(moves != best_idx).any(1)]
+        moves = moves[[tuple(r) not in seen for r in moves]]
         if not len(moves):
             break
+        seen.update(tuple(r) for r in moves)
         objv, viol, _ = score(np.stack([values[j][moves[:, j]] for j in range(len(knobs))], 1))
         evals += len(moves)
         j, ok = best_of(objv, viol)

@@ -104,6 +104,12 @@ def set_knob(design: Design, hw: Hardware, key: str, value):
     return dataclasses.replace(design, **{tree: dataclasses.replace(part, **{name: value})}), hw
 
 
+def get_knob(design: Design, hw: Hardware, key: str):
+    """The current value of one knob."""
+    tree, name = _knob_target(key)
+    return getattr(hw if tree == "hardware" else getattr(design, tree), name)
+
+
 def validate_knobs(knobs: list[Knob], design: Design, hw: Hardware) -> None:
     """Each knob's values must be legal one at a time on the base design (clear error before compute).
 

@@ -18,8 +18,11 @@ def ops_frame(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, tabl
 
     ``tables``: the output of ``phase_tables`` if already computed (for example under jit).
     """
+    import jax
+
     rows = []
-    for phase, (ops, times) in (tables or phase_tables(design, hw, conv)).items():
+    tables = jax.device_get(tables or phase_tables(design, hw, conv))  # one transfer, then numpy
+    for phase, (ops, times) in tables.items():
         phase_name = phase if (phase != "prefill" or design.arch.causal) else "encode"
         for name, op in ops.items():
             t = times[name]

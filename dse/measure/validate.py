@@ -20,7 +20,7 @@ from dse.core.design import Design, Quant, Workload, make_arch
 from dse.core.hardware import make_hardware
 from dse.core.metrics import evaluate
 from dse.measure.reference import RefConfig, init_params, time_case
-from dse.measure.roofline import _dot, kernel_overhead, matmul_flops, matvec_bandwidth, stream_bandwidth, timeit
+from dse.measure.roofline import kernel_overhead, matmul_flops, matvec_bandwidth, stream_bandwidth, timeit
 
 #: the reference implementation computes the full masked score matrix and keeps it in memory
 REFERENCE_CONVENTIONS = conventions("default", fused_attention=False, causal_halving=False)

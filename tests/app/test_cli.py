@@ -93,3 +93,25 @@ def test_optimize_then_evaluate_the_legal_design(tmp_path):
     assert r["fits_memory"] and r["tpot_s"] <= opt["constraints"]["tpot_s"]["limit"]
     assert math.isclose(r["decode_tokens_per_s"], -opt["legal"]["objective"], rel_tol=1e-12)
     assert opt["improvement"] > 1 and set(opt["sensitivity_10pct"]) == {"mem_bw", "peak_flops", "link_bw", "mem_capacity"}
+
+
+def test_sweep_sharded_over_two_devices_matches_one(tmp_path):
+    # Two virtual CPU devices: each chunk's points are split across them (jax.sharding).
+    import os
+    import subprocess
+    import sys
+
+    from tests.app.conftest import ROOT
+    args = ["task=sweep", "space=none", "+space.model.n_kv_heads=[32,8,1]", "+space.workload.batch=[1,2,4,8,16,32,64]",
+            "sweep.dtype=float64"]
+    run_cli(*args, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "PYTHONPATH": str(ROOT)}
+    code = "import jax, sys; assert len(jax.devices()) == 2; from dse.app.main import main; sys.argv = ['dse'] + sys.argv[1:]; main()"
+    p = subprocess.run([sys.executable, "-c", code, *args, f"hydra.run.dir={tmp_path}/two"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    one = pd.read_csv(tmp_path / "one" / "results.csv").sort_values("grid_index")
+    two = pd.read_csv(tmp_path / "two" / "results.csv").sort_values("grid_index")
+    assert one["grid_index"].tolist() == two["grid_index"].tolist()
+    for col in ("tpot_s", "ttft_s", "memory_bytes"):
+        assert (one[col].to_numpy() == two[col].to_numpy()).all(), col

@@ -1,7 +1,6 @@
 """Config composition, in-process runs (shards, resume, the studies in sweeps/), one compile per multirun."""
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 

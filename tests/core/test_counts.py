@@ -1,11 +1,9 @@
 """Counts against independent sources: published parameter counts, hand derivations, 2·N per token."""
 import math
 
-import jax
-import jax.numpy as jnp
 import pytest
 
-from dse import DEFAULT, LLM_VIEWER, Design, Quant, Workload, evaluate, make_arch, make_hardware, param_counts
+from dse import DEFAULT, Design, Quant, Workload, evaluate, make_arch, make_hardware, param_counts
 from dse.app.build import load_model
 from dse.core.metrics import phase_tables
 

@@ -1,9 +1,7 @@
 """Invalid input fails before tracing with one message naming the field, the value and the rule."""
-import dataclasses
-
 import pytest
 
-from dse import Design, DesignError, Quant, Workload, make_arch, make_hardware, validate_design, validate_hardware
+from dse import DesignError, make_arch, make_hardware, validate_hardware
 from dse.app.build import build_design, load_hardware, load_model
 
 BASE = {"model": {"n_layers": 32, "d_model": 4096, "n_heads": 32, "n_kv_heads": 8, "d_ff": 11008, "vocab": 32000},

@@ -4,10 +4,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 
-from dse import DEFAULT, Design, Hardware, Quant, Workload, evaluate, make_arch, make_hardware
+from dse import Design, Quant, Workload, evaluate, make_arch, make_hardware
 from dse.core.design import as_arrays
 
 HEADS = [1, 2, 4, 8, 16, 32]

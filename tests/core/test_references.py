@@ -3,7 +3,7 @@ import csv
 
 import pytest
 
-from dse import LLM_VIEWER, Design, Quant, Workload, evaluate, make_hardware, param_counts
+from dse import LLM_VIEWER, Design, Quant, Workload, evaluate, make_hardware
 from dse.app.build import load_hardware, load_model
 from dse.core.metrics import phase_tables
 

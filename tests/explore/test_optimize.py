@@ -28,13 +28,12 @@ def exhaustive(design, hw, acc, knobs, objective, constraints):
 
 
 # Problems of 322,560 legal points (6 KV-head counts x 14 weight widths x 15 KV widths x 256
-# batches). Known limitation, reported by the benchmark: on a 16 GB TPU v5e with loss budgets
-# of 0.01-0.02 nats the search stalls (96% of the optimum, or no feasible point found).
+# batches); the 16 GB TPU v5e couples batch, bits and heads through memory (the hardest).
 @pytest.mark.parametrize("hw_name,objective,delta,slo", [
     ("h100_sxm", "neg_decode_tokens_per_s", 0.02, 0.03),
-    ("h100_sxm", "neg_decode_tokens_per_s", 0.01, 0.03),
     ("a100_80gb", "cost_per_token", 0.05, 0.05),
-    ("tpu_v5e", "neg_decode_tokens_per_s", 0.03, 0.05),
+    ("tpu_v5e", "neg_decode_tokens_per_s", 0.02, 0.03),
+    ("tpu_v5e", "neg_decode_tokens_per_s", 0.01, 0.03),
 ])
 def test_legal_result_within_one_percent_of_exhaustive(hw_name, objective, delta, slo):
     d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=1, prompt_len=2048, gen_len=256))
