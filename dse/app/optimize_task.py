@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from dse.app.common import Setup, evaluate_jit, hydra_overrides, meta
 from dse.app.sweep_task import flatten_space
 from dse.core.design import DesignError
-from dse.explore.export import atomic_path, write_csv, write_json
+from dse.explore.export import pyplot, save_figure, write_csv, write_json
 from dse.explore.optimize import OBJECTIVES, Constraints, Settings, optimize, sensitivity
 from dse.explore.space import parse_space, set_knob, validate_knobs
 from dse.explore.tables import flat_metrics
@@ -91,9 +91,7 @@ def _get(s: Setup, key: str):
 
 
 def _plot_trace(path, trace: pd.DataFrame, objective: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, dpi=110)
     for start, g in trace.groupby("start"):
         a1.plot(g.step, g.objective, lw=1)
@@ -104,6 +102,4 @@ def _plot_trace(path, trace: pd.DataFrame, objective: str) -> None:
     a1.grid(alpha=0.3)
     a2.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

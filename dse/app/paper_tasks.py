@@ -14,7 +14,7 @@ from dse.app.common import Setup
 from dse.core.design import Design, Quant, Workload
 from dse.core.metrics import phase_tables
 from dse.explore.casestudy import case_rows, remedies
-from dse.explore.export import atomic_path, markdown_table, write_csv
+from dse.explore.export import markdown_table, pyplot, save_figure, write_csv
 from dse.explore.trends import data_path, fit_all, trend_points
 
 BATCHES = np.unique(np.round(np.geomspace(1, 8192, 200)))
@@ -67,9 +67,7 @@ def run_trends(cfg: DictConfig, out: Path) -> pd.DataFrame:
 
 
 def _plot_trends(path, points: pd.DataFrame, fits: pd.DataFrame, ridge: pd.DataFrame) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 5), dpi=110)
     panels = [("Hardware (normalized to 1996-98)", ["peak_flops", "dram_bandwidth", "interconnect_bandwidth"]),
               ("Models and memory", ["transformer_params", "training_compute", "accelerator_memory"])]
@@ -94,9 +92,7 @@ def _plot_trends(path, points: pd.DataFrame, fits: pd.DataFrame, ridge: pd.DataF
     ax.set_ylabel("FLOPs per byte")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def survey_table() -> pd.DataFrame:
@@ -143,9 +139,7 @@ def run_casestudy(s: Setup, out: Path) -> pd.DataFrame:
 
 
 def _plot_case(path, rows: pd.DataFrame) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), dpi=110)
     total = rows[rows.group == "all"]
     for model, g in total.groupby("model"):
@@ -158,6 +152,4 @@ def _plot_case(path, rows: pd.DataFrame) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

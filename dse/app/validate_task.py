@@ -17,7 +17,7 @@ import pandas as pd
 
 from dse.app.build import resource_dir
 from dse.app.common import Setup
-from dse.explore.export import atomic_path, markdown_table, write_csv, write_text
+from dse.explore.export import markdown_table, pyplot, save_figure, write_csv, write_text
 from dse.measure.roofline import numpy_check
 from dse.measure.validate import run_validation
 
@@ -74,9 +74,7 @@ def run_validate(s: Setup, out: Path) -> pd.DataFrame:
 
 
 def _plot(path, df: pd.DataFrame, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
     for phase, g in df.groupby("phase"):
         ax.scatter(g.measured_s, g.predicted_s, label=f"{phase} (model)", s=30)
@@ -93,6 +91,4 @@ def _plot(path, df: pd.DataFrame, title: str) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

@@ -90,13 +90,25 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_r
     return view.to_markdown(index=False, floatfmt=".4g")
 
 
-def plot_front(path, df: pd.DataFrame, front: pd.DataFrame, x: str, y: str, *, color: str | None = None,
-               title: str = "", logx: bool = True, max_points: int = 200_000) -> None:
-    """Scatter of all points (a random sample beyond ``max_points``) with the Pareto front on top."""
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (works with no display)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def save_figure(fig, path) -> None:
+    """Write a figure atomically (format from the suffix, PNG by default) and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
+    pyplot().close(fig)
+
+
+def plot_front(path, df: pd.DataFrame, front: pd.DataFrame, x: str, y: str, *, color: str | None = None,
+               title: str = "", logx: bool = True, max_points: int = 200_000) -> None:
+    """Scatter of all points (a random sample beyond ``max_points``) with the Pareto front on top."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     if df is not None and len(df):
         cloud = df.sample(max_points, random_state=0) if len(df) > max_points else df
@@ -117,6 +129,4 @@ def plot_front(path, df: pd.DataFrame, front: pd.DataFrame, x: str, y: str, *, c
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
+    save_figure(fig, path)

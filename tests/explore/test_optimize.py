@@ -63,3 +63,14 @@ def test_infeasible_problem_returns_least_violating_design():
     assert np.isfinite(r.legal).all() and np.isfinite(r.legal_metrics["loss_proxy"])
     # least violating: the loss cannot go below its 16-bit MHA value
     assert r.legal_metrics["loss_proxy"] == pytest.approx(float(dse.evaluate(d, hw, dse.DEFAULT, acc)["loss_proxy"]), rel=1e-9)
+
+
+def test_hardware_knobs_co_design():
+    # Hardware resources are knobs too: with bandwidth free in [1, 8] TB/s and nothing pushing
+    # back, a decode-bound objective takes the most bandwidth; the legal value is on the grid.
+    d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=1, prompt_len=2048, gen_len=64))
+    hw, acc = dse.load_hardware("h100_sxm"), dse.load_accuracy()
+    knobs = [parse_knob("hardware.mem_bw", {"low": 1e12, "high": 8e12, "num": 8, "log": True}),
+             parse_knob("quant.w_bits", [4, 8, 16])]
+    r = optimize(d, hw, acc, dse.DEFAULT, knobs, "tpot_s", Constraints(loss_max=None), Settings(steps=40, starts=2))
+    assert r.feasible and r.legal[0] == pytest.approx(8e12) and r.legal[1] == 4

@@ -9,11 +9,15 @@ from dse.measure.roofline import matmul_flops, matvec_bandwidth, numpy_check
 def test_measured_roofline_agrees_with_numpy():
     # A second method on the same machine: numpy's BLAS. FLOP/s within 30%, matrix-vector
     # bandwidth within 40% (two different BLAS kernels on a shared, noisy 2-core VM).
-    jax_flops = max(r["flops_per_s"] for r in matmul_flops(shapes=((2048, 2048, 2048),), repeats=3))
-    jax_bw = matvec_bandwidth(8192, 8192, repeats=5)["bytes_per_s"]
-    ref = numpy_check()
-    assert abs(jax_flops / ref["numpy_flops_per_s"] - 1) < 0.30, (jax_flops, ref)
-    assert abs(jax_bw / ref["numpy_matvec_bytes_per_s"] - 1) < 0.40, (jax_bw, ref)
+    # Alternate the two methods and keep each one's best, so a burst of load hits both alike.
+    jax_flops = jax_bw = np_flops = np_bw = 0.0
+    for _ in range(3):
+        jax_flops = max(jax_flops, matmul_flops(shapes=((2048, 2048, 2048),), repeats=3)[0]["flops_per_s"])
+        jax_bw = max(jax_bw, matvec_bandwidth(8192, 8192, repeats=5)["bytes_per_s"])
+        ref = numpy_check()
+        np_flops, np_bw = max(np_flops, ref["numpy_flops_per_s"]), max(np_bw, ref["numpy_matvec_bytes_per_s"])
+    assert abs(jax_flops / np_flops - 1) < 0.30, (jax_flops, np_flops)
+    assert abs(jax_bw / np_bw - 1) < 0.40, (jax_bw, np_bw)
 
 
 def test_reference_decode_matches_prefill():
