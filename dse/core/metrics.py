@@ -123,8 +123,9 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
              acc: AccuracyParams | None = None, *, smooth: bool = False) -> dict:
     """All metrics of one design point as a flat dict of scalars (dotted ``result.json`` keys).
 
-    Takes one design point (scalar leaves); ``jax.vmap`` it for many. Pure and traceable: compose with ``jax.jit`` (``conv`` and ``smooth`` static), ``jax.vmap``
-    over any leaves, and ``jax.grad`` (use ``smooth=True`` for useful gradients).
+    Takes one design point (scalar leaves); ``jax.vmap`` it for many. Pure and traceable: compose
+    with ``jax.jit`` (``conv`` and ``smooth`` static), ``jax.vmap`` over any leaves, and
+    ``jax.grad`` (use ``smooth=True`` for useful gradients).
     """
     a, q, w = design.arch, design.quant, design.workload
     tables = phase_tables(design, hw, conv, smooth=smooth)
