@@ -64,7 +64,7 @@ def _phase(ops: dict[str, Op], times: dict[str, OpTime], tp) -> dict:
     flops = sum(o.count * o.flops for o in ops.values())
     nbytes = sum(o.count * o.bytes for o in ops.values())
     time = sum(o.count * times[k].time_s for k, o in ops.items())
-    mem_bound = sum(o.count * times[k].time_s * (times[k].memory_s >= times[k].compute_s)
+    mem_bound = sum(o.count * times[k].time_s * (times[k].memory_s > times[k].compute_s)
                     for k, o in ops.items())
     return {"flops": flops * tp, "bytes": nbytes * tp, "time_s": time,
             "memory_bound_frac": mem_bound / jnp.maximum(time, 1e-30)}
