@@ -4,8 +4,10 @@ Per op: ``compute_s = FLOPs / (peak(bits) · flops_efficiency)``, ``memory_s = b
 (mem_bw · mem_efficiency)``; ``time_s = max(compute_s, memory_s)`` (perfect overlap, the lower
 bound) or their sum (no overlap, the upper bound), plus a fixed per-kernel overhead — Williams
 et al. 2009; "How to scale your model" (Austin et al. 2025, roofline chapter) for max vs sum.
-Collectives use the ring all-reduce cost ``2(p−1)·α + 2(p−1)/p · n/β`` (Thakur, Rabenseifner
-and Gropp 2005), α the link latency and β the link bandwidth.
+Collectives use the ring all-reduce bandwidth term ``2(p−1)/p · n/β`` (Thakur, Rabenseifner and
+Gropp 2005) plus one latency α per all-reduce (``link_latency``; NCCL's small-message all-reduce
+on NVLink/NVSwitch costs tens of µs nearly independent of p, which a per-ring-step latency
+would overstate at large p).
 
 ``smooth=True`` replaces every max and every precision step by a smooth function with a
 temperature, for gradients; reported figures use ``smooth=False`` (exact).
@@ -86,9 +88,8 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
     peak = peak_flops(hw, op.bits, smooth=smooth) if peak is None else peak
     compute = op.flops / (peak * eff_f)
     memory = op.bytes / (hw.mem_bw * eff_m)
-    steps = 2.0 * (tp - 1.0)
-    comm = jnp.where(op.comm_bytes > 0, steps * hw.link_latency
-                     + steps / tp * op.comm_bytes / jnp.maximum(hw.link_bw, 1e-30), 0.0)
+    comm = jnp.where(op.comm_bytes > 0, hw.link_latency
+                     + 2.0 * (tp - 1.0) / tp * op.comm_bytes / jnp.maximum(hw.link_bw, 1e-30), 0.0)
     if conv.overlap == "sum":
         busy = compute + memory
     else:
