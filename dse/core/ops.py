@@ -102,7 +102,7 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) 
 
     ops: dict[str, Op] = {}
     if conv.embedding_and_final_norm:
-        pos = (arch.n_positions > 0).astype(h.dtype) if hasattr(h, "dtype") else float(arch.n_positions > 0)
+        pos = jnp.where(arch.n_positions > 0, 1.0, 0.0)  # a learned position table adds a read and an add
         ops["embed"] = _op(1.0, flops=pos * T * h, weight_bytes=(1 + pos) * T * h * wB,
                            act_write=T * h * aB, bits=a_bits)
     ops["attn_norm"] = norm()
