@@ -87,6 +87,38 @@ def pareto_front(df: pd.DataFrame, objectives: Sequence[dict], *, fits_only: boo
     return front.sort_values(keys, ascending=[d == "min" for d in dirs], kind="stable").reset_index(drop=True)
 
 
+def _dominated_rows(x: np.ndarray, by: np.ndarray, block: int = 4096) -> np.ndarray:
+    """Rows of x (minimized) strictly dominated by some row of ``by``, in blocks of x (bounded memory)."""
+    out = np.zeros(len(x), bool)
+    if not len(by):
+        return out
+    for s in range(0, len(x), block):
+        xb = x[s:s + block]
+        le = (by[:, None, :] <= xb[None, :, :]).all(-1)
+        lt = (by[:, None, :] < xb[None, :, :]).any(-1)
+        out[s:s + block] = (le & lt).any(0)
+    return out
+
+
+def merge_fronts(front: pd.DataFrame, new: pd.DataFrame, objectives: Sequence[dict]) -> pd.DataFrame:
+    """The front of ``front ∪ new`` when both are already fronts: O(|front|·|new|), no re-sort.
+
+    A row of either side survives iff no row of the other side dominates it (neither side
+    dominates itself), which is exactly the front of the union.
+    """
+    if not len(front):
+        return new.reset_index(drop=True)
+    if not len(new):
+        return front
+    f, n = objective_matrix(front, objectives), objective_matrix(new, objectives)
+    keep_new = ~_dominated_rows(n, f)
+    keep_old = ~_dominated_rows(f, n[keep_new])
+    keys = [o["key"] for o in objectives]
+    merged = pd.concat([front[keep_old], new[keep_new]], ignore_index=True)
+    return merged.sort_values(keys, ascending=[o.get("dir", "min") == "min" for o in objectives], kind="stable",
+                              ignore_index=True)
+
+
 def brute_force_mask(objs: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """O(n²) reference: row i is kept iff no row is <= in all and < in one (for tests)."""
     x = _as_minimize(objs, directions)
@@ -110,6 +142,7 @@ def dominated_by(x, front: np.ndarray):
     return _dominated_by(x, jnp.asarray(padded))
 
 
-def objective_matrix(columns: dict, objectives: Sequence[dict], xp=np):
+def objective_matrix(columns, objectives: Sequence[dict], xp=np):
     """(n, k) matrix of the objectives, sign-flipped so that every one is minimized."""
-    return xp.stack([columns[o["key"]] * (1.0 if o.get("dir", "min") == "min" else -1.0) for o in objectives], axis=1)
+    return xp.stack([xp.asarray(columns[o["key"]]) * (1.0 if o.get("dir", "min") == "min" else -1.0)
+                     for o in objectives], axis=1)

@@ -28,7 +28,7 @@ from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
 from dse.core.metrics import evaluate
 from dse.explore.export import write_parquet, write_text
-from dse.explore.pareto import dominated_by, objective_matrix, pareto_front
+from dse.explore.pareto import dominated_by, merge_fronts, objective_matrix, pareto_front
 from dse.explore.space import Knob, set_knob
 
 
@@ -183,9 +183,7 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
             n_valid += n_chunk_valid
         if keep_rows:
             files.append(rows_file)
-        fronts.append(front_c)
-        merged = pareto_front(pd.concat(fronts, ignore_index=True), objectives, fits_only=fits_only)
-        fronts = [merged]
+        fronts = [merge_fronts(fronts[0], front_c, objectives) if fronts else front_c]
         bar.update(min(chunk, hi - start))
     bar.close()
     return SweepResult(fronts[0] if fronts else pd.DataFrame(), hi - lo, n_valid, files, resumed)

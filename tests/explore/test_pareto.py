@@ -32,3 +32,17 @@ def test_union_of_fronts_is_front_of_union():
     merged = np.concatenate([p[pareto_mask(x[p])] for p in parts])
     merged = merged[pareto_mask(x[merged])]
     np.testing.assert_array_equal(np.sort(merged), np.flatnonzero(pareto_mask(x)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_merge_fronts_equals_front_of_union(seed):
+    from dse.explore.pareto import merge_fronts
+    rng = np.random.default_rng(seed)
+    objectives = [{"key": "a", "dir": "min"}, {"key": "b", "dir": "max"}, {"key": "c", "dir": "min"}]
+    df = pd.DataFrame(rng.integers(0, 9, size=(4000, 3)).astype(float), columns=["a", "b", "c"]).assign(i=range(4000))
+    parts = [df.iloc[s:s + 600] for s in range(0, len(df), 600)]
+    front = pd.DataFrame()
+    for part in parts:
+        front = merge_fronts(front, pareto_front(part, objectives, fits_only=False), objectives)
+    whole = pareto_front(df, objectives, fits_only=False)
+    assert sorted(front.i) == sorted(whole.i)
