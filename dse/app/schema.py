@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
 
 
@@ -89,12 +90,12 @@ ConventionsConfig = _conventions_schema()
 class AccuracyConfig:
     """Published points the proxies are fitted to (sources in conf/accuracy/*.yaml)."""
     fit: str = "hoffmann2022"
-    E: float = 1.69
-    A: float = 406.4
-    B: float = 410.7
-    alpha: float = 0.34
-    beta: float = 0.28
-    train_tokens: float = 2.0e12
+    E: float = AccuracyParams.E
+    A: float = AccuracyParams.A
+    B: float = AccuracyParams.B
+    alpha: float = AccuracyParams.alpha
+    beta: float = AccuracyParams.beta
+    train_tokens: float = AccuracyParams.train_tokens
     w_method: str = "rtn"
     w_ppl: dict = field(default_factory=dict)  # {fp16: 5.47, rtn: {4: 5.73, 3: 6.66}, ...}
     a_ppl: dict = field(default_factory=dict)  # {16: ..., 8: ..., 4: ...} or empty

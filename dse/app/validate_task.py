@@ -40,8 +40,6 @@ def run_validate(s: Setup, out: Path) -> pd.DataFrame:
     note = f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, {dev.platform}:{dev.device_kind}"
     print(f"measuring {dev.platform} ({dev.device_kind}) with microbenchmarks, then the reference decoder ...")
     df, hw, raw = run_validation(quick=quick)
-    from dse.measure.roofline import _memory_capacity
-    hw["mem_capacity"] = _memory_capacity(dev)
     write_csv(out / "microbench.csv", pd.DataFrame(raw))
     text = hardware_yaml(hw, note)
     write_text(out / "measured_hardware.yaml", text)

@@ -142,7 +142,7 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
     chunk = int(min(chunk_size, max(hi - lo, 1)))
     chunk = -(-chunk // n_dev) * n_dev
     starts = list(range(lo, hi, chunk))
-    fronts, files, n_valid, resumed = [], [], 0, 0
+    front, files, n_valid, resumed = pd.DataFrame(), [], 0, 0  # the running front of the shard
     bar = _progress(len(starts), hi - lo, progress)
     for c, start in enumerate(starts):
         tag = f"{shard}-of-{num_shards}-{c:06d}"
@@ -156,12 +156,12 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
             res = eval_indices(_shard_over_devices(jnp.asarray(idx)), values, strides, sizes, design, hw, acc,
                                conv=conv, keys=keys, derive_d_head=derive_d_head, dtype=jnp.dtype(dtype))
             valid = res.pop("valid") & (jnp.asarray(idx) < hi)
-            prefilter = not keep_rows and not row_filter and fronts and len(fronts[-1])
+            prefilter = not keep_rows and not row_filter and len(front) > 0
             if prefilter:
                 # Rows dominated by a point of the front so far cannot join it: drop them on the device,
                 # checking against an evenly spread sample of the front (any subset is a valid witness).
                 n_chunk_valid = int(valid.sum())
-                seed = objective_matrix(fronts[-1], objectives)
+                seed = objective_matrix(front, objectives)
                 seed = seed[np.linspace(0, len(seed) - 1, min(len(seed), SEED_ROWS)).astype(int)]
                 cand = valid & ~dominated_by(objective_matrix(res, objectives, jnp), seed)
                 if fits_only:
@@ -183,10 +183,10 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
             n_valid += n_chunk_valid
         if keep_rows:
             files.append(rows_file)
-        fronts = [merge_fronts(fronts[0], front_c, objectives) if fronts else front_c]
+        front = merge_fronts(front, front_c, objectives)
         bar.update(min(chunk, hi - start))
     bar.close()
-    return SweepResult(fronts[0] if fronts else pd.DataFrame(), hi - lo, n_valid, files, resumed)
+    return SweepResult(front, hi - lo, n_valid, files, resumed)
 
 
 def _progress(n_chunks: int, n_points: int, enabled: bool):

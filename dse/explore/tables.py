@@ -1,6 +1,7 @@
 """Per-operator tables as DataFrames (the ``ops.csv`` rows) and metrics as flat rows."""
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -18,8 +19,6 @@ def ops_frame(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, tabl
 
     ``tables``: the output of ``phase_tables`` if already computed (for example under jit).
     """
-    import jax
-
     rows = []
     tables = jax.device_get(tables or phase_tables(design, hw, conv))  # one transfer, then numpy
     for phase, (ops, times) in tables.items():

@@ -4,7 +4,10 @@
 - streaming bandwidth: ``y = x * a + b`` over arrays much larger than the last-level cache
   (one read and one write per element: the STREAM "scale" kernel, McCalpin 1995);
 - matrix-vector at decode shapes: bytes of the matrix / time (weights streamed once per token);
-- per-kernel overhead: the time of a jitted call on a tiny input (dispatch and launch).
+- per-kernel overhead: the time of a jitted call on a tiny input (dispatch and launch);
+- a second method: numpy's BLAS on the same machine (matrix-vector bandwidth, matmul FLOP/s).
+
+:mod:`dse.measure.validate` combines them at the shapes of the reference model.
 
 Timing: compile excluded, warm-up, ``block_until_ready``, median of repeats.
 """
@@ -83,48 +86,14 @@ def kernel_overhead(repeats: int = 200) -> dict:
 def numpy_check(rows: int = 8192, cols: int = 8192, size: int = 2048) -> dict:
     """A second method: numpy's (BLAS) matrix-vector bandwidth and matmul FLOP/s on the same machine."""
     w, v = np.ones((rows, cols), np.float32), np.ones(cols, np.float32)
-    w @ v
-    ts = []
-    for _ in range(7):
-        t = time.perf_counter()
-        w @ v
-        ts.append(time.perf_counter() - t)
     a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
-    a @ a
-    tm = []
-    for _ in range(3):
-        t = time.perf_counter()
-        a @ a
-        tm.append(time.perf_counter() - t)
-    return {"numpy_matvec_bytes_per_s": w.size * 4 / float(np.median(ts)),
-            "numpy_flops_per_s": 2.0 * size ** 3 / float(np.median(tm))}
+    t_mv = timeit(np.dot, w, v, repeats=7, warmup=1)  # block_until_ready passes numpy arrays through
+    t_mm = timeit(np.dot, a, a, repeats=3, warmup=1)
+    return {"numpy_matvec_bytes_per_s": w.size * 4 / t_mv, "numpy_flops_per_s": 2.0 * size ** 3 / t_mm}
 
 
-def measure_device(quick: bool = False) -> tuple[dict, list[dict]]:
-    """(hardware config dict for conf/hardware, raw measurements)."""
-    shapes = ((1024, 1024, 1024), (1024, 4096, 1024)) if quick else \
-        ((1024, 1024, 1024), (2048, 2048, 2048), (512, 4096, 4096), (4096, 1024, 4096))
-    rows = matmul_flops(jnp.float32, shapes, repeats=3 if quick else 5)
-    dev = jax.devices()[0]
-    if dev.platform != "cpu":  # 16-bit units exist on accelerators; on a CPU bf16 is emulated
-        rows += matmul_flops(jnp.bfloat16, shapes, repeats=3 if quick else 5)
-    stream = stream_bandwidth(256 << 20 if quick else 512 << 20)
-    mv = matvec_bandwidth(4096 if quick else 8192, 4096 if quick else 8192)
-    ovh = kernel_overhead()
-    rows += [stream, mv, ovh]
-    f32 = max(r["flops_per_s"] for r in rows if r.get("dtype") == "float32" and r["kernel"] == "matmul")
-    bf16 = [r["flops_per_s"] for r in rows if r.get("dtype") == "bfloat16"]
-    peak16 = max(bf16) if bf16 else 0.0
-    # the bandwidth a decode step sees is that of streaming weights through a matrix-vector product
-    hw = {"name": "measured", "mem_bw": mv["bytes_per_s"],
-          "mem_capacity": _memory_capacity(dev), "peak_flops": {"fp32": f32, "bf16": peak16, "fp16": peak16,
-                                                                "fp8": 0.0, "int8": 0.0, "int4": 0.0},
-          "link_bw": 0.0, "link_latency": 0.0, "flops_efficiency": 1.0, "mem_efficiency": 1.0,
-          "kernel_overhead_s": ovh["seconds"]}
-    return hw, rows
-
-
-def _memory_capacity(dev) -> float:
+def memory_capacity(dev) -> float:
+    """The device's memory in bytes (the allocator's limit on accelerators, physical RAM on a CPU)."""
     stats = getattr(dev, "memory_stats", lambda: None)()
     if stats and stats.get("bytes_limit"):
         return float(stats["bytes_limit"])

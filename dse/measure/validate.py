@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -20,7 +21,8 @@ from dse.core.design import Design, Quant, Workload, make_arch
 from dse.core.hardware import make_hardware
 from dse.core.metrics import evaluate
 from dse.measure.reference import RefConfig, init_params, time_case
-from dse.measure.roofline import kernel_overhead, matmul_flops, matvec_bandwidth, stream_bandwidth, timeit
+from dse.measure.roofline import (kernel_overhead, matmul_flops, matvec_bandwidth, memory_capacity,
+                                 stream_bandwidth, timeit)
 
 #: the reference implementation computes the full masked score matrix and keeps it in memory
 REFERENCE_CONVENTIONS = conventions("default", fused_attention=False, causal_halving=False)
@@ -44,7 +46,6 @@ def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]
     reps = 3 if quick else 5
     square = matmul_flops(jnp.float32, ((1024, 1024, 1024), (2048, 2048, 2048)), repeats=reps)
     peak = max(r["flops_per_s"] for r in square)
-    import jax
     # weight streaming at decode shapes, in the reference's orientation (x @ W), on a matrix larger
     # than the last-level cache (the model's weights do not fit in it either)
     vecmat = jax.jit(lambda x, w: x @ w)
@@ -73,7 +74,7 @@ def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]
     sv = jax.jit(lambda a, c: jnp.einsum("bhgk,bhkd->bhgd", a, c))
     t_attn = timeit(qk, q, ck, repeats=reps) + timeit(sv, jnp.ones((b, hkv, cfg.n_heads // hkv, k)), ck, repeats=reps)
     attn_bw = 2 * ck.size * 4 / t_attn
-    base = {"name": "measured", "mem_bw": mv["bytes_per_s"], "mem_capacity": 16e9,
+    base = {"name": "measured", "mem_bw": mv["bytes_per_s"], "mem_capacity": memory_capacity(jax.devices()[0]),
             "peak_flops": {"fp32": peak}, "kernel_overhead_s": ovh["seconds"]}
     shaped = {**base, "flops_efficiency": eff, "gemm_half_tokens": half,
               "attn_efficiency": min(1.0, attn_bw / mv["bytes_per_s"])}
