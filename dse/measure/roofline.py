@@ -87,8 +87,8 @@ def numpy_check(rows: int = 8192, cols: int = 8192, size: int = 2048) -> dict:
     """A second method: numpy's (BLAS) matrix-vector bandwidth and matmul FLOP/s on the same machine."""
     w, v = np.ones((rows, cols), np.float32), np.ones(cols, np.float32)
     a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
-    t_mv = timeit(np.dot, w, v, repeats=7, warmup=1)  # block_until_ready passes numpy arrays through
-    t_mm = timeit(np.dot, a, a, repeats=3, warmup=1)
+    t_mv = timeit(np.dot, w, v, repeats=7, warmup=2)  # block_until_ready passes numpy arrays through
+    t_mm = timeit(np.dot, a, a, repeats=5, warmup=2)
     return {"numpy_matvec_bytes_per_s": w.size * 4 / t_mv, "numpy_flops_per_s": 2.0 * size ** 3 / t_mm}
 
 
