@@ -37,18 +37,21 @@ def init_params(cfg: RefConfig, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
 
     def w(*shape):
-        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[0]))
+        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[0])), jnp.float32)
+
+    def ones(n):
+        return jnp.ones(n, jnp.float32)
 
     h, d = cfg.d_model, cfg.d_head
     layers = []
     for _ in range(cfg.n_layers):
-        layer = {"attn_norm": jnp.ones(h), "wq": w(h, cfg.n_heads * d), "wk": w(h, cfg.n_kv_heads * d),
-                 "wv": w(h, cfg.n_kv_heads * d), "wo": w(cfg.n_heads * d, h), "mlp_norm": jnp.ones(h),
+        layer = {"attn_norm": ones(h), "wq": w(h, cfg.n_heads * d), "wk": w(h, cfg.n_kv_heads * d),
+                 "wv": w(h, cfg.n_kv_heads * d), "wo": w(cfg.n_heads * d, h), "mlp_norm": ones(h),
                  "w_down": w(cfg.d_ff, h), "w_up": w(h, cfg.d_ff)}
         if cfg.gated:
             layer["w_gate"] = w(h, cfg.d_ff)
         layers.append(layer)
-    return {"embed": w(cfg.vocab, h), "layers": layers, "final_norm": jnp.ones(h), "lm_head": w(h, cfg.vocab)}
+    return {"embed": w(cfg.vocab, h), "layers": layers, "final_norm": ones(h), "lm_head": w(h, cfg.vocab)}
 
 
 def _rms(x, g):
@@ -78,7 +81,7 @@ def prefill(cfg: RefConfig, params, tokens):
     cache = []
     for p in params["layers"]:
         q, k, v = _qkv(cfg, p, _rms(x, p["attn_norm"]))
-        s = jnp.einsum("bhgqd,bhkd->bhgqk", q, k) / np.sqrt(cfg.d_head)
+        s = jnp.einsum("bhgqd,bhkd->bhgqk", q, k) * float(cfg.d_head) ** -0.5
         a = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), axis=-1)
         o = jnp.einsum("bhgqk,bhkd->bqhgd", a, v).reshape(b, t, -1)
         x = x + o @ p["wo"]
@@ -96,7 +99,7 @@ def decode(cfg: RefConfig, params, cache, token):
         q = q[:, :, :, 0]  # one query per sequence: (b, kv head, group, d)
         s_old = jnp.einsum("bhgd,bhkd->bhgk", q, ck)
         s_new = jnp.einsum("bhgd,bhkd->bhgk", q, k)
-        a = jax.nn.softmax(jnp.concatenate([s_old, s_new], -1) / np.sqrt(cfg.d_head), axis=-1)
+        a = jax.nn.softmax(jnp.concatenate([s_old, s_new], -1) * float(cfg.d_head) ** -0.5, axis=-1)
         o = jnp.einsum("bhgk,bhkd->bhgd", a[..., :-1], cv) + jnp.einsum("bhgk,bhkd->bhgd", a[..., -1:], v)
         x = x + o.reshape(b, 1, -1) @ p["wo"]
         x = x + _mlp(cfg, p, _rms(x, p["mlp_norm"]))

@@ -72,7 +72,7 @@ def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]
     q = jnp.ones((b, hkv, cfg.n_heads // hkv, d), jnp.float32)
     qk = jax.jit(lambda q, c: jnp.einsum("bhgd,bhkd->bhgk", q, c))
     sv = jax.jit(lambda a, c: jnp.einsum("bhgk,bhkd->bhgd", a, c))
-    t_attn = timeit(qk, q, ck, repeats=reps) + timeit(sv, jnp.ones((b, hkv, cfg.n_heads // hkv, k)), ck, repeats=reps)
+    t_attn = timeit(qk, q, ck, repeats=reps) + timeit(sv, jnp.ones((b, hkv, cfg.n_heads // hkv, k), jnp.float32), ck, repeats=reps)
     attn_bw = 2 * ck.size * 4 / t_attn
     base = {"name": "measured", "mem_bw": mv["bytes_per_s"], "mem_capacity": memory_capacity(jax.devices()[0]),
             "peak_flops": {"fp32": peak}, "kernel_overhead_s": ovh["seconds"]}

@@ -33,6 +33,22 @@ def test_reference_decode_matches_prefill():
     np.testing.assert_allclose(np.asarray(step), np.asarray(full), rtol=2e-4, atol=2e-4)
 
 
+def test_reference_computes_in_float32():
+    # The cost model is told the weights, activations and cache are 32-bit; dse enables x64, so
+    # one float64 constant would silently promote a whole layer (2x the bytes, slower math).
+    import jax
+    import jax.numpy as jnp
+    cfg = RefConfig(n_layers=1, d_model=64, n_heads=4, n_kv_heads=2, d_ff=96, vocab=50)
+    p = init_params(cfg)
+    assert {str(x.dtype) for x in jax.tree.leaves(p)} == {"float32"}
+    tokens = jnp.zeros((1, 4), jnp.int32)
+    _, cache = prefill(cfg, p, tokens)
+    for fn, args in ((lambda p, t: prefill(cfg, p, t)[0], (p, tokens)),
+                     (lambda p, c, t: decode(cfg, p, c, t), (p, cache, tokens[:, 0]))):
+        hlo = jax.jit(fn).lower(*args).compile().as_text()
+        assert "f64[" not in hlo
+
+
 def test_small_validation_does_not_rot(make_cfg, tmp_path, monkeypatch):
     # The quick validation (4 cases). Loose bounds: CI machines are noisy and XLA:CPU's small
     # batched attention kernels run far below the streaming bandwidth (see README, Validation).
