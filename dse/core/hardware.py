@@ -1,8 +1,10 @@
 """Hardware pytree: the resources a roofline needs, all numeric leaves in SI units.
 
-Two optional shape terms (measured by ``task=validate``; neutral by default): a weight matmul on
-T rows reaches ``flops_efficiency · T / (T + gemm_half_tokens)`` of the peak (small-batch GEMMs
-under-fill the machine), and attention kernels run at ``attn_efficiency`` of the roofline.
+Two optional shape terms (measured by ``task=validate``; neutral by default): a matmul on T > 1
+rows reaches ``flops_efficiency · T / (T + gemm_half_tokens)`` of the peak (small-batch GEMMs
+under-fill the machine; one row is a matrix-vector product, a streaming kernel without the
+penalty; the attention products count the queries sharing one KV head as rows), and attention's
+batched GEMMs, with a d_head-sized dimension, reach ``attn_efficiency`` of that FLOP/s.
 
 Peaks are dense (no structured sparsity) FLOP/s per operand precision; 0 means the device has no
 such unit, and an operation at that precision then runs on the next wider unit that exists
@@ -42,8 +44,8 @@ class Hardware:
     flops_efficiency: Array = 1.0  # achieved / peak FLOP/s of a matmul-heavy kernel
     mem_efficiency: Array = 1.0  # achieved / peak bandwidth of a streaming kernel
     kernel_overhead_s: Array = 0.0  # fixed cost per kernel launch
-    gemm_half_tokens: Array = 0.0  # weight matmuls on T rows reach flops_efficiency·T/(T + this); 0: no effect
-    attn_efficiency: Array = 1.0  # attention kernels' achieved fraction of the matmul/streaming roofline
+    gemm_half_tokens: Array = 0.0  # matmuls on T > 1 rows reach flops_efficiency·T/(T + this); 0: no effect
+    attn_efficiency: Array = 1.0  # attention GEMMs' achieved fraction of the matmul FLOP/s (not of bandwidth)
 
 
 Hardware = jax.tree_util.register_dataclass(

@@ -36,7 +36,7 @@ class Op(NamedTuple):
     kv_write: object
     comm_bytes: object  # bytes all-reduced (collective ops only)
     bits: object  # operand precision that selects the compute peak
-    gemm_rows: object = 0.0  # rows (tokens) of a weight matmul, for its shape-dependent efficiency; 0 otherwise
+    gemm_rows: object = 0.0  # rows of a matmul (tokens; for attention, queries per KV head), for its efficiency; 0: n/a
     attention: object = 0.0  # 1 for the attention operators (their achieved efficiency is the device's own)
 
     @property
@@ -112,17 +112,22 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) 
     kv_bytes_read = batch * keys * Hkv * d * kvB if has_cache else batch * keys * Hkv * d * aB
     q_bytes = batch * q * q_read_heads * d * aB
     o_bytes = batch * q * H * d * aB
+    # the attention products are batched GEMMs, one per (sequence, KV head), whose rows are the
+    # queries sharing that head's keys: (n_heads / n_kv_heads) · q — one row for MHA decode
+    att_rows = H / Hkv * q
     if conv.fused_attention:
         ops["attention"] = _op(L, flops=4 * batch * H * pairs * d + 5 * batch * H * pairs,
                                act_read=q_bytes, act_write=o_bytes, kv_read=2 * kv_bytes_read, bits=att_bits,
-                               attention=1.0)
+                               gemm_rows=att_rows, attention=1.0)
     else:
         ops["qk_matmul"] = _op(L, flops=2 * batch * H * pairs * d, act_read=q_bytes,
-                               act_write=scores * aB, kv_read=kv_bytes_read, bits=att_bits, attention=1.0)
+                               act_write=scores * aB, kv_read=kv_bytes_read, bits=att_bits, gemm_rows=att_rows,
+                               attention=1.0)
         ops["softmax"] = _op(L, flops=5 * batch * H * pairs, act_read=scores * aB, act_write=scores * aB,
                              bits=a_bits, attention=1.0)
         ops["sv_matmul"] = _op(L, flops=2 * batch * H * pairs * d, act_read=scores * aB,
-                               act_write=o_bytes, kv_read=kv_bytes_read, bits=att_bits, attention=1.0)
+                               act_write=o_bytes, kv_read=kv_bytes_read, bits=att_bits, gemm_rows=att_rows,
+                               attention=1.0)
     ops["o_proj"] = linear(H * d, h)
     if arch.parallel_block:
         ops["allreduce"] = allreduce()

@@ -82,9 +82,11 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
     overhead = hw.kernel_overhead_s if conv.efficiency else 0.0
     if conv.efficiency:
         rows = op.gemm_rows
-        eff_f = eff_f * jnp.where(rows > 0, rows / jnp.maximum(rows + hw.gemm_half_tokens, 1e-30), 1.0)
-        attn = jnp.where(op.attention > 0, hw.attn_efficiency, 1.0)
-        eff_f, eff_m = eff_f * attn, eff_m * attn
+        # one row is a matrix-vector product (BLAS level 2: a streaming kernel), not an under-filled GEMM
+        eff_f = eff_f * jnp.where(rows > 1, rows / jnp.maximum(rows + hw.gemm_half_tokens, 1e-30), 1.0)
+        # attention's batched GEMMs have a d_head-sized dimension: a lower FLOP/s than weight GEMMs;
+        # streaming the KV cache is ordinary memory traffic
+        eff_f = eff_f * jnp.where(op.attention > 0, hw.attn_efficiency, 1.0)
     peak = peak_flops(hw, op.bits, smooth=smooth) if peak is None else peak
     compute = op.flops / (peak * eff_f)
     memory = op.bytes / (hw.mem_bw * eff_m)

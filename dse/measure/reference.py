@@ -73,6 +73,22 @@ def _qkv(cfg, p, x):
     return q, k, v
 
 
+def prefill_attention(cfg: RefConfig, q, k, v, mask):
+    """Causal attention over the whole prompt with the full (masked) score matrix: (b, t, heads·d)."""
+    b, t = q.shape[0], q.shape[3]
+    s = jnp.einsum("bhgqd,bhkd->bhgqk", q, k) * float(cfg.d_head) ** -0.5
+    a = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), axis=-1)
+    return jnp.einsum("bhgqk,bhkd->bqhgd", a, v).reshape(b, t, -1)
+
+
+def decode_attention(cfg: RefConfig, q, k, v, ck, cv):
+    """One query per sequence (b, kv head, group, d) against a cache of k entries plus the new key."""
+    s_old = jnp.einsum("bhgd,bhkd->bhgk", q, ck)
+    s_new = jnp.einsum("bhgd,bhkd->bhgk", q, k)
+    a = jax.nn.softmax(jnp.concatenate([s_old, s_new], -1) * float(cfg.d_head) ** -0.5, axis=-1)
+    return jnp.einsum("bhgk,bhkd->bhgd", a[..., :-1], cv) + jnp.einsum("bhgk,bhkd->bhgd", a[..., -1:], v)
+
+
 def prefill(cfg: RefConfig, params, tokens):
     """Logits of the last token and the KV cache of a prompt ``tokens`` (batch, length)."""
     x = params["embed"][tokens]
@@ -81,10 +97,7 @@ def prefill(cfg: RefConfig, params, tokens):
     cache = []
     for p in params["layers"]:
         q, k, v = _qkv(cfg, p, _rms(x, p["attn_norm"]))
-        s = jnp.einsum("bhgqd,bhkd->bhgqk", q, k) * float(cfg.d_head) ** -0.5
-        a = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), axis=-1)
-        o = jnp.einsum("bhgqk,bhkd->bqhgd", a, v).reshape(b, t, -1)
-        x = x + o @ p["wo"]
+        x = x + prefill_attention(cfg, q, k, v, mask) @ p["wo"]
         x = x + _mlp(cfg, p, _rms(x, p["mlp_norm"]))
         cache.append((k, v))
     return _rms(x[:, -1], params["final_norm"]) @ params["lm_head"], cache
@@ -96,12 +109,7 @@ def decode(cfg: RefConfig, params, cache, token):
     b = x.shape[0]
     for p, (ck, cv) in zip(params["layers"], cache):
         q, k, v = _qkv(cfg, p, _rms(x, p["attn_norm"]))
-        q = q[:, :, :, 0]  # one query per sequence: (b, kv head, group, d)
-        s_old = jnp.einsum("bhgd,bhkd->bhgk", q, ck)
-        s_new = jnp.einsum("bhgd,bhkd->bhgk", q, k)
-        a = jax.nn.softmax(jnp.concatenate([s_old, s_new], -1) * float(cfg.d_head) ** -0.5, axis=-1)
-        o = jnp.einsum("bhgk,bhkd->bhgd", a[..., :-1], cv) + jnp.einsum("bhgk,bhkd->bhgd", a[..., -1:], v)
-        x = x + o.reshape(b, 1, -1) @ p["wo"]
+        x = x + decode_attention(cfg, q[:, :, :, 0], k, v, ck, cv).reshape(b, 1, -1) @ p["wo"]
         x = x + _mlp(cfg, p, _rms(x, p["mlp_norm"]))
     return _rms(x[:, -1], params["final_norm"]) @ params["lm_head"]
 

@@ -4,6 +4,8 @@
 - streaming bandwidth: ``y = x * a + b`` over arrays much larger than the last-level cache
   (one read and one write per element: the STREAM "scale" kernel, McCalpin 1995);
 - matrix-vector at decode shapes: bytes of the matrix / time (weights streamed once per token);
+- a chain of matmuls over many distinct weight matrices at a model's shapes, for 1 … 256 rows
+  (tokens): out-of-cache weight streaming and the small-batch GEMM efficiency, as inside a model;
 - per-kernel overhead: the time of a jitted call on a tiny input (dispatch and launch);
 - a second method: numpy's BLAS on the same machine (matrix-vector bandwidth, matmul FLOP/s).
 
@@ -70,6 +72,34 @@ def matvec_bandwidth(rows: int = 8192, cols: int = 8192, batch: int = 1, repeats
     t = timeit(_dot, w, v, repeats=repeats)
     return {"kernel": "matvec", "dtype": "float32", "shape": f"{rows}x{cols}x{batch}", "seconds": t,
             "bytes_per_s": w.size * 4 / t}
+
+
+def matmul_chain(shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes: float = 256e6,
+                 repeats: int = 5) -> list[dict]:
+    """``x @ W`` over distinct float32 matrices of ``shapes`` (k, n), cycled until ``min_bytes``.
+
+    One jitted program of many matmuls, like a decoder's layers: the weights are streamed from
+    memory (the set is much larger than the last-level cache) and every matmul pays its launch
+    as it would inside a model. Per row count m: time, FLOPs 2·m·Σkn, weight bytes 4·Σkn.
+    """
+    per_set = sum(k * n for k, n in shapes) * 4
+    n_sets = max(1, int(np.ceil(min_bytes / per_set)))
+    rng = np.random.default_rng(0)
+    ws = [jnp.asarray(rng.standard_normal((k, n), dtype=np.float32)) for _ in range(n_sets) for k, n in shapes]
+    weight_bytes = float(n_sets * per_set)
+
+    @jax.jit
+    def chain(xs, ws):
+        return sum((xs[w.shape[0]] @ w)[0, 0] for w in ws)
+
+    out = []
+    for m in rows:
+        xs = {k: jnp.ones((m, k), jnp.float32) for k in {k for k, _ in shapes}}
+        t = timeit(chain, xs, ws, repeats=repeats)
+        out.append({"kernel": "matmul_chain", "dtype": "float32", "shape": f"{m}x{len(ws)}", "rows": m,
+                    "matmuls": len(ws), "seconds": t, "flops": 2.0 * m * weight_bytes / 4, "bytes": weight_bytes,
+                    "flops_per_s": 2.0 * m * weight_bytes / 4 / t, "bytes_per_s": weight_bytes / t})
+    return out
 
 
 @jax.jit

@@ -2,10 +2,12 @@
 
 The device is measured first, by microbenchmarks only (:mod:`dse.measure.roofline`), at the
 shapes the reference model uses; the validation cases are never used to set a number. Two
-predictions are reported: ``before`` uses the plain measured roofline (best matmul FLOP/s,
-matrix-vector bandwidth, per-call overhead); ``after`` adds the two shape terms of the cost model
-(:class:`dse.core.hardware.Hardware`): GEMM efficiency rising with the number of rows, fitted
-to a microbenchmark sweep of rows, and the attention kernels' achieved fraction of the roofline.
+predictions are reported: ``before`` uses the plain measured roofline (best matmul FLOP/s, one
+matrix-vector product's bandwidth, per-call overhead); ``after`` uses the cost model's shape
+terms (:class:`dse.core.hardware.Hardware`), fitted to two microbenchmarks: a chain of matmuls
+over many distinct weight matrices of the reference's shapes at 1 … 256 rows (bandwidth as a
+decoder streams its weights, and GEMM efficiency rising with rows), and the reference's own
+attention kernels alone at shapes of their own (their FLOP/s relative to weight GEMMs).
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import pandas as pd
 from dse.core.conventions import conventions
 from dse.core.design import Design, Quant, Workload, make_arch
 from dse.core.hardware import make_hardware
-from dse.core.metrics import evaluate
-from dse.measure.reference import RefConfig, init_params, time_case
-from dse.measure.roofline import (kernel_overhead, matmul_flops, matvec_bandwidth, memory_capacity,
+from dse.core.metrics import evaluate, phase_tables
+from dse.core.ops import KV_DEPENDENT
+from dse.measure.reference import RefConfig, decode_attention, init_params, prefill_attention, time_case
+from dse.measure.roofline import (kernel_overhead, matmul_chain, matmul_flops, matvec_bandwidth, memory_capacity,
                                  stream_bandwidth, timeit)
 
 #: the reference implementation computes the full masked score matrix and keeps it in memory
@@ -41,55 +44,99 @@ CASES = [
 QUICK = [CASES[0], CASES[3], CASES[8], CASES[10]]
 
 
+#: attention microbenchmarks (phase, batch, length, n_kv_heads): groups of 1, 4 and 16 query heads
+#: per KV head, decode and prefill; shapes of their own, not the validation cases
+ATTENTION_SHAPES = [("decode", 2, 1536, 16), ("decode", 4, 768, 4), ("decode", 16, 768, 1),
+                    ("prefill", 1, 384, 16), ("prefill", 2, 192, 2)]
+
+
+def attention_kernels(cfg: RefConfig, phase: str, batch: int, length: int, n_kv: int, repeats: int) -> float:
+    """Seconds of the reference's attention alone, over ``cfg.n_layers`` distinct layers' inputs."""
+    rc = dataclasses.replace(cfg, n_kv_heads=n_kv)
+    g, d, rng = cfg.n_heads // n_kv, cfg.d_head, np.random.default_rng(2)
+
+    def arr(*shape):
+        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+    if phase == "decode":
+        q, k, v = arr(batch, n_kv, g, d), arr(batch, n_kv, 1, d), arr(batch, n_kv, 1, d)
+        caches = [(arr(batch, n_kv, length, d), arr(batch, n_kv, length, d)) for _ in range(cfg.n_layers)]
+        fn = jax.jit(lambda q, k, v, caches: sum(decode_attention(rc, q, k, v, ck, cv)[0, 0, 0, 0] for ck, cv in caches))
+        return timeit(fn, q, k, v, caches, repeats=repeats)
+    mask = jnp.tril(jnp.ones((length, length), bool))
+    sets = [(arr(batch, n_kv, g, length, d), arr(batch, n_kv, length, d), arr(batch, n_kv, length, d))
+            for _ in range(cfg.n_layers)]
+    fn = jax.jit(lambda sets: sum(prefill_attention(rc, q, k, v, mask)[0, -1, 0] for q, k, v in sets))
+    return timeit(fn, sets, repeats=repeats)
+
+
+def fit_gemm(chain: list[dict], peak: float, overhead: float) -> tuple[float, float, float]:
+    """(mem_bw, flops_efficiency, gemm_half_tokens) of the cost model's matmul time
+    ``max(F / (peak · eff · m / (m + half)), B / mem_bw) + overhead`` per matmul, fitted to the
+    chain measurements by least squares on log time (a grid: every point weighs the same)."""
+    m, F, B, n, t = (np.asarray([r[k] for r in chain], float) for k in ("rows", "flops", "bytes", "matmuls", "seconds"))
+    busy = np.maximum(t - n * overhead, 0.05 * t)
+    bw = (B[0] / busy[0]) * np.geomspace(1.0, 4.0, 41)[:, None, None, None]
+    eff = np.linspace(0.2, 1.0, 81)[None, :, None, None]
+    half = np.geomspace(0.1, 1000.0, 121)[None, None, :, None]
+    pred = np.maximum(F / (peak * eff * np.where(m > 1, m / (m + half), 1.0)), B / bw) + n * overhead
+    loss = ((np.log(pred) - np.log(t)) ** 2).sum(-1)
+    i, j, k = np.unravel_index(np.argmin(loss), loss.shape)
+    return float(bw[i, 0, 0, 0]), float(eff[0, j, 0, 0]), float(half[0, 0, k, 0])
+
+
+def _attention_times(cfg: RefConfig, hw_cfg: dict, shapes, factors) -> np.ndarray:
+    """The cost model's attention-op time (launches included) per shape, for each attn_efficiency."""
+    out = np.zeros((len(factors), len(shapes)))
+    for j, (phase, batch, length, n_kv) in enumerate(shapes):
+        design = _design(cfg, batch, length, n_kv, True)
+        for i, f in enumerate(factors):
+            ops, times = phase_tables(design, _hardware({**hw_cfg, "attn_efficiency": f}), REFERENCE_CONVENTIONS)[phase]
+            out[i, j] = sum(float(ops[k].count * times[k].time_s) for k in ops if k in KV_DEPENDENT)
+    return out
+
+
 def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]]:
     """(roofline-only hardware, shape-aware hardware, raw rows), all from microbenchmarks."""
     reps = 3 if quick else 5
     square = matmul_flops(jnp.float32, ((1024, 1024, 1024), (2048, 2048, 2048)), repeats=reps)
     peak = max(r["flops_per_s"] for r in square)
-    # weight streaming at decode shapes, in the reference's orientation (x @ W), on a matrix larger
-    # than the last-level cache (the model's weights do not fit in it either)
-    vecmat = jax.jit(lambda x, w: x @ w)
-    w_big = jnp.ones((4096, 8192), jnp.float32)
-    t_vm = timeit(vecmat, jnp.ones((1, 4096), jnp.float32), w_big, repeats=reps)
-    mv = {"kernel": "vecmat_out_of_cache", "dtype": "float32", "shape": "1x4096x8192", "seconds": t_vm,
-          "bytes_per_s": w_big.size * 4 / t_vm}
-    del w_big
-    mv_big = matvec_bandwidth(4096, 4096 if quick else 8192, repeats=reps)
+    mv = matvec_bandwidth(4096, 4096 if quick else 8192, repeats=reps)
     stream = stream_bandwidth(128 << 20 if quick else 512 << 20, repeats=reps)
     ovh = kernel_overhead()
-    rows_sweep = (8, 16, 32, 64, 128, 256, 512)
-    gemm = matmul_flops(jnp.float32, [(m, k, n) for m in rows_sweep for k, n in
-                                      ((cfg.d_model, cfg.d_ff), (cfg.d_ff, cfg.d_model), (cfg.d_model, cfg.d_model))],
-                        repeats=reps)
-    # achieved F(m) = peak·eff·m/(m + half)  ⇔  1/F = 1/(peak·eff) + half/(peak·eff)·(1/m): a line in 1/m
-    inv_m = 1.0 / np.asarray([int(r["shape"].split("x")[0]) for r in gemm], float)
-    slope, intercept = np.polyfit(inv_m, 1.0 / np.asarray([r["flops_per_s"] for r in gemm]), 1)
-    eff = min(1.0, 1.0 / (intercept * peak))
-    half = max(0.0, slope / intercept)
-    # attention at decode shapes: batched QKᵀ and SV streaming a KV cache
-    b, k, hkv, d = 8, 1024, cfg.n_kv_heads, cfg.d_head
-    ck = jnp.ones((b, hkv, k, d), jnp.float32)
-    q = jnp.ones((b, hkv, cfg.n_heads // hkv, d), jnp.float32)
-    qk = jax.jit(lambda q, c: jnp.einsum("bhgd,bhkd->bhgk", q, c))
-    sv = jax.jit(lambda a, c: jnp.einsum("bhgk,bhkd->bhgd", a, c))
-    t_attn = timeit(qk, q, ck, repeats=reps) + timeit(sv, jnp.ones((b, hkv, cfg.n_heads // hkv, k), jnp.float32), ck, repeats=reps)
-    attn_bw = 2 * ck.size * 4 / t_attn
     base = {"name": "measured", "mem_bw": mv["bytes_per_s"], "mem_capacity": memory_capacity(jax.devices()[0]),
             "peak_flops": {"fp32": peak}, "kernel_overhead_s": ovh["seconds"]}
-    shaped = {**base, "flops_efficiency": eff, "gemm_half_tokens": half,
-              "attn_efficiency": min(1.0, attn_bw / mv["bytes_per_s"])}
-    raw = square + gemm + [mv, mv_big, stream, ovh,
-                           {"kernel": "attention_qk", "dtype": "float32", "shape": f"{b}x{hkv}x{k}x{d}",
-                            "seconds": t_attn, "bytes_per_s": attn_bw}]
-    return base, shaped, raw
+    # the reference's weight matrices, streamed as a decoder does, at 1 … 256 tokens
+    layer_shapes = ((cfg.d_model, cfg.d_model), (cfg.d_model, cfg.d_ff), (cfg.d_ff, cfg.d_model))
+    chain = matmul_chain(layer_shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes=128e6 if quick else 256e6,
+                         repeats=reps)
+    bw, eff, half = fit_gemm(chain, peak, ovh["seconds"])
+    shaped = {**base, "mem_bw": bw, "flops_efficiency": eff, "gemm_half_tokens": half, "attn_efficiency": 1.0}
+    # the attention GEMMs' achieved fraction of the compute roofline: least squares on log time
+    # over the attention microbenchmarks (one factor for all shapes)
+    shapes = ATTENTION_SHAPES[::2] if quick else ATTENTION_SHAPES
+    measured = np.asarray([attention_kernels(cfg, *shape, reps) for shape in shapes])
+    factors = np.geomspace(0.05, 1.0, 60)
+    model = _attention_times(cfg, shaped, shapes, factors)
+    best = int(np.argmin(((np.log(model) - np.log(measured)) ** 2).sum(1)))
+    shaped["attn_efficiency"] = float(factors[best])
+    attn = [{"kernel": f"attention_{phase}", "dtype": "float32", "shape": f"b{batch}_len{length}_kv{n_kv}",
+             "seconds": t, "model_s": m} for (phase, batch, length, n_kv), t, m in zip(shapes, measured, model[best])]
+    return base, shaped, square + [mv, stream, ovh] + chain + attn
+
+
+def _design(cfg: RefConfig, batch: int, length: int, n_kv: int, gated: bool) -> Design:
+    arch = make_arch(n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, n_kv_heads=n_kv,
+                     d_ff=cfg.d_ff if gated else 4 * cfg.d_model, vocab=cfg.vocab, gated_mlp=gated)
+    return Design(arch, Quant(32, 32, 32), Workload(float(batch), float(length), 1.0, 1.0))
+
+
+def _hardware(hw_cfg: dict):
+    return make_hardware(**{k: v for k, v in hw_cfg.items() if k != "name"})
 
 
 def predict(cfg: RefConfig, hw_cfg: dict, phase: str, batch: int, length: int, n_kv: int, gated: bool) -> float:
-    arch = make_arch(n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, n_kv_heads=n_kv,
-                     d_ff=cfg.d_ff if gated else 4 * cfg.d_model, vocab=cfg.vocab, gated_mlp=gated)
-    hw = make_hardware(**{k: v for k, v in hw_cfg.items() if k != "name"})
-    d = Design(arch, Quant(32, 32, 32), Workload(float(batch), float(length), 1.0, 1.0))
-    m = evaluate(d, hw, REFERENCE_CONVENTIONS)
+    m = evaluate(_design(cfg, batch, length, n_kv, gated), _hardware(hw_cfg), REFERENCE_CONVENTIONS)
     return float(m["prefill.time_s"] if phase == "prefill" else m["decode.time_s"])
 
 

@@ -116,3 +116,25 @@ def test_encoder_has_no_decode_and_no_cache():
     m = evaluate(Design(arch, Quant(8, 8, 8), Workload(batch=1, prompt_len=128, gen_len=0)), HW)
     assert float(m["kv_cache_bytes"]) == 0 and float(m["decode.flops"]) == 0
     assert float(m["prefill.flops"]) > 0
+
+
+def test_shape_terms_by_hand():
+    # Hardware.gemm_half_tokens and attn_efficiency (fitted on the device by task=validate):
+    # a matmul on m > 1 rows runs at peak·eff·m/(m + half); one row is a matrix-vector product
+    # (streaming, no penalty); attention GEMMs have (n_heads/n_kv_heads)·q rows per KV head, and
+    # attn_efficiency scales their FLOP/s only (streaming the cache is ordinary traffic).
+    hw = make_hardware(mem_bw=1e12, mem_capacity=1e10, peak_flops={"fp16": 1e14}, flops_efficiency=0.8,
+                       gemm_half_tokens=6.0, attn_efficiency=0.5)
+    b, P = 3, 10
+    d = Design(SMALL, Quant(16, 16, 16), Workload(batch=b, prompt_len=P, gen_len=4))
+    for phase, rows, att_rows in (("prefill", b * P, 2 * P), ("decode", b, 2)):
+        ops, times = phase_tables(d, hw, DEFAULT)[phase]
+        q = ops["q_proj"]
+        assert float(times["q_proj"].compute_s) == pytest.approx(float(q.flops) / (1e14 * 0.8 * rows / (rows + 6)))
+        a = ops["attention"]
+        assert float(times["attention"].compute_s) == pytest.approx(
+            float(a.flops) / (1e14 * 0.8 * 0.5 * att_rows / (att_rows + 6)))
+        assert float(times["attention"].memory_s) == pytest.approx(float(a.bytes) / 1e12)
+    one = Design(SMALL, Quant(16, 16, 16), Workload(batch=1, prompt_len=P, gen_len=4))
+    ops, times = phase_tables(one, hw, DEFAULT)["decode"]
+    assert float(times["q_proj"].compute_s) == pytest.approx(float(ops["q_proj"].flops) / (1e14 * 0.8))

@@ -1,6 +1,7 @@
 """Validation on the machine at hand: microbenchmarks against numpy, prediction against the reference."""
 import numpy as np
 import pandas as pd
+import pytest
 
 from dse.measure.reference import RefConfig, decode, init_params, prefill
 from dse.measure.roofline import matmul_flops, matvec_bandwidth, numpy_check
@@ -49,14 +50,30 @@ def test_reference_computes_in_float32():
         assert "f64[" not in hlo
 
 
+def test_gemm_fit_recovers_known_parameters():
+    # Synthetic chain timings from known (bandwidth, efficiency, half-rows) through the formula
+    # the cost model uses; the grid fit must find them again (to its grid spacing).
+    from dse.measure.validate import fit_gemm
+    peak, ovh, bw, eff, half, B, n = 2e11, 6e-6, 3e10, 0.8, 20.0, 2.7e8, 30
+    chain = []
+    for m in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        F = 2 * m * B / 4
+        t = max(F / (peak * eff * (m / (m + half) if m > 1 else 1.0)), B / bw) + n * ovh
+        chain.append({"rows": m, "flops": F, "bytes": B, "matmuls": n, "seconds": t})
+    got_bw, got_eff, got_half = fit_gemm(chain, peak, ovh)
+    assert got_bw == pytest.approx(bw, rel=0.04)
+    assert got_eff == pytest.approx(eff, abs=0.011)
+    assert got_half == pytest.approx(half, rel=0.05)
+
+
 def test_small_validation_does_not_rot(make_cfg, tmp_path, monkeypatch):
-    # The quick validation (4 cases). Loose bounds: CI machines are noisy and XLA:CPU's small
-    # batched attention kernels run far below the streaming bandwidth (see README, Validation).
+    # The quick validation (4 cases). A looser bound than the full run's 15%: CI machines are
+    # noisy (this VM's bandwidth varies between runs; see README, Validation).
     from dse.app.main import run
     monkeypatch.chdir(tmp_path)
     run(make_cfg("task=validate", "task.params.quick=true", "task.params.install_hardware=false"))
     df = pd.read_csv(tmp_path / "validation.csv")
     assert {"case", "phase", "predicted_s", "measured_s"} <= set(df.columns) and len(df) == 4
-    assert df.error.abs().median() < 0.6
-    assert df.error.abs().median() < df.error_before.abs().median()  # the shape terms must help
+    assert df.error.abs().median() < 0.3
+    assert df.error.abs().max() < df.error_before.abs().max()  # the shape terms must help the worst case
     assert (tmp_path / "measured_hardware.yaml").exists() and (tmp_path / "validation.png").exists()
