@@ -160,3 +160,7 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="dse_schema", node=DseConfig)
+    # the basic sweeper without its repeated composition of every job (dse/app/hydra_plugin)
+    ConfigStore.instance().store(group="hydra/sweeper", name="dse", provider="dse",
+                                 node={"_target_": "hydra_plugins.dse_sweeper.DseSweeper",
+                                       "max_batch_size": None, "params": None})

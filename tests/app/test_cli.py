@@ -116,3 +116,27 @@ def test_sweep_sharded_over_two_devices_matches_one(tmp_path):
     assert one["grid_index"].tolist() == two["grid_index"].tolist()
     for col in ("tpot_s", "ttft_s", "memory_bytes"):  # equal up to the compilers' rounding
         np.testing.assert_allclose(one[col].to_numpy(), two[col].to_numpy(), rtol=1e-12, err_msg=col)
+
+
+def test_basic_multirun_composes_each_job_once(tmp_path):
+    # hydra/sweeper=dse (dse/app/hydra_plugin): with the in-process basic launcher every job's
+    # config is composed once (Hydra's basic sweeper composes each twice: ~0.1 s a job).
+    import os
+    import subprocess
+    import sys
+    from tests.app.conftest import ROOT
+    script = (
+        "import atexit, sys\n"
+        "from hydra._internal.config_loader_impl import ConfigLoaderImpl\n"
+        "calls = []\n"
+        "orig = ConfigLoaderImpl.load_sweep_config\n"
+        "ConfigLoaderImpl.load_sweep_config = lambda self, *a, **k: calls.append(1) or orig(self, *a, **k)\n"
+        "atexit.register(lambda: print('COMPOSED', len(calls)))\n"
+        "from dse.app.main import main\n"
+        f"sys.argv = ['dse', '-m', 'task=evaluate', 'workload.batch=1,2,3', 'hydra.sweep.dir={tmp_path}/mr']\n"
+        "main()\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "COMPOSED 3" in p.stdout, p.stdout[-500:]
+    assert len(pd.read_csv(tmp_path / "mr" / "results.csv")) == 3
