@@ -2,8 +2,8 @@
 
 Writes ``measured_hardware.yaml`` (and, in a source checkout, ``conf/hardware/measured.yaml`` so
 that ``hardware=measured`` selects it), ``microbench.csv``, ``validation.csv`` (case, phase,
-predicted_s, measured_s, error, and the roofline-only prediction), ``validation.md`` and
-``validation.png``.
+predicted_s, measured_s, error, and the roofline-only prediction), ``validation.md``,
+``validation.png`` and ``roofline.png`` (the measured roofline with the microbenchmarks on it).
 """
 from __future__ import annotations
 
@@ -62,13 +62,56 @@ def run_validate(s: Setup, out: Path) -> pd.DataFrame:
                            ["case", "phase", "batch", "length", "n_kv_heads", "measured_ms", "predicted_ms", "error_pct", "before_pct"])
     write_text(out / "validation.md", f"{summary}\n\n{table}\n")
     _plot(out / "validation.png", df, summary)
+    _plot_roofline(out / "roofline.png", raw, hw, note)
     print(table)
     print(f"\n{summary}")
     print(f"second method (numpy/BLAS): matmul {np_check['numpy_flops_per_s'] / 1e9:.1f} GFLOP/s vs JAX peak "
           f"{hw['peak_flops']['fp32'] / 1e9:.1f}; matrix-vector {np_check['numpy_matvec_bytes_per_s'] / 1e9:.1f} GB/s "
           f"vs JAX {hw['mem_bw'] / 1e9:.1f}")
-    print(f"\nwrote {out}/validation.csv, validation.md, validation.png, microbench.csv; measured hardware: {where}")
+    print(f"\nwrote {out}/validation.csv, validation.md, validation.png, roofline.png, microbench.csv; measured hardware: {where}")
     return df
+
+
+def _roofline_points(raw: list[dict]) -> list[tuple[str, float, float]]:
+    """(label, FLOP/byte, FLOP/s) of the microbenchmarks that have both (float32: 4 bytes)."""
+    pts = []
+    for r in raw:
+        if r["kernel"] == "matmul":
+            m, k, n = (int(x) for x in r["shape"].split("x"))
+            pts.append(("square matmul", 2.0 * m * k * n / (4.0 * (m * k + k * n + m * n)), r["flops_per_s"]))
+        elif r["kernel"] == "matmul_chain":
+            pts.append(("matmul chain, 1-256 rows", r["flops"] / r["bytes"], r["flops_per_s"]))
+        elif r["kernel"] == "matvec":
+            pts.append(("matrix-vector", 0.5, 0.5 * r["bytes_per_s"]))
+        elif r["kernel"] == "stream_scale":
+            pts.append(("stream (x·a + b)", 0.25, 0.25 * r["bytes_per_s"]))
+    return pts
+
+
+def _plot_roofline(path, raw: list[dict], hw: dict, note: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=110)
+    peak, bw = hw["peak_flops"]["fp32"], hw["mem_bw"]
+    x = np.geomspace(0.1, 1e3, 200)
+    ax.plot(x, np.minimum(peak, x * bw), "k-", lw=1, label=f"roofline: {peak / 1e9:.0f} GFLOP/s, {bw / 1e9:.1f} GB/s")
+    eff = hw.get("flops_efficiency", 1.0)
+    ax.plot(x, np.minimum(peak * eff, x * bw), "k:", lw=1, label=f"× flops_efficiency {eff:.2f}")
+    half = hw.get("gemm_half_tokens", 0.0)
+    m = np.geomspace(2, 256, 50)  # the model's matmul on m rows: intensity m/2 FLOP/byte (float32 weights)
+    ax.plot(m / 2, np.minimum(peak * eff * m / (m + half), bw * m / 2), "r--", lw=1,
+            label=f"model, matmul on m rows (gemm_half_tokens {half:.0f})")
+    for label in dict.fromkeys(p[0] for p in _roofline_points(raw)):
+        pts = [(i, f) for lab, i, f in _roofline_points(raw) if lab == label]
+        ax.scatter(*zip(*pts), s=22, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title(f"measured roofline ({note})", fontsize=7)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def _plot(path, df: pd.DataFrame, title: str) -> None:

@@ -77,3 +77,4 @@ def test_small_validation_does_not_rot(make_cfg, tmp_path, monkeypatch):
     assert df.error.abs().median() < 0.3
     assert df.error.abs().max() < df.error_before.abs().max()  # the shape terms must help the worst case
     assert (tmp_path / "measured_hardware.yaml").exists() and (tmp_path / "validation.png").exists()
+    assert (tmp_path / "roofline.png").exists()
