@@ -8,6 +8,7 @@ Range rules (positive sizes, bits in [1, 32], divisibility) are checked in :mod:
 from __future__ import annotations
 
 import dataclasses
+import pkgutil
 import typing
 from dataclasses import dataclass, field
 from typing import Optional
@@ -162,5 +163,18 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="dse_schema", node=DseConfig)
     # the basic sweeper without its repeated composition of every job (dse/app/hydra_plugin)
     ConfigStore.instance().store(group="hydra/sweeper", name="dse", provider="dse",
-                                 node={"_target_": "hydra_plugins.dse_sweeper.DseSweeper",
-                                       "max_batch_size": None, "params": None})
+                                 node={"_target_": _sweeper_target(), "max_batch_size": None, "params": None})
+
+
+def _sweeper_target() -> str:
+    """dse's sweeper plugin where Hydra's plugin scan finds it (``pip install .``), else Hydra's basic
+    sweeper: an editable install or a bare checkout does not put it in the hydra_plugins namespace."""
+    try:
+        import hydra_plugins
+    except ImportError:
+        return BASIC_SWEEPER
+    found = any(m.name == "dse_sweeper" for m in pkgutil.iter_modules(list(hydra_plugins.__path__)))
+    return "hydra_plugins.dse_sweeper.DseSweeper" if found else BASIC_SWEEPER
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
