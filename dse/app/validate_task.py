@@ -103,15 +103,7 @@ def _plot_roofline(path, raw: list[dict], hw: dict, note: str) -> None:
     for label in dict.fromkeys(p[0] for p in _roofline_points(raw)):
         pts = [(i, f) for lab, i, f in _roofline_points(raw) if lab == label]
         ax.scatter(*zip(*pts), s=22, label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-    ax.set_ylabel("achieved FLOP/s")
-    ax.set_title(f"measured roofline ({note})", fontsize=7)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    save_figure(fig, path)
+    _finish_loglog(fig, ax, path, "arithmetic intensity (FLOP/byte)", "achieved FLOP/s", f"measured roofline ({note})")
 
 
 def _plot(path, df: pd.DataFrame, title: str) -> None:
@@ -124,10 +116,14 @@ def _plot(path, df: pd.DataFrame, title: str) -> None:
     x = np.geomspace(lo / 1.5, hi * 1.5, 10)
     ax.plot(x, x, "k-", lw=0.8)
     ax.fill_between(x, x / 1.15, x * 1.15, color="0.85", label="±15%")
+    _finish_loglog(fig, ax, path, "measured (s)", "predicted (s)", title)
+
+
+def _finish_loglog(fig, ax, path, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("measured (s)")
-    ax.set_ylabel("predicted (s)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=7)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")

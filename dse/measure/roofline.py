@@ -75,7 +75,7 @@ def matvec_bandwidth(rows: int = 8192, cols: int = 8192, batch: int = 1, repeats
 
 
 def matmul_chain(shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes: float = 256e6,
-                 repeats: int = 5) -> list[dict]:
+                 repeats: int = 5, best: bool = False) -> list[dict]:
     """``x @ W`` over distinct float32 matrices of ``shapes`` (k, n), cycled until ``min_bytes``.
 
     One jitted program of many matmuls, like a decoder's layers: the weights are streamed from
@@ -95,7 +95,7 @@ def matmul_chain(shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes: flo
     out = []
     for m in rows:
         xs = {k: jnp.ones((m, k), jnp.float32) for k in {k for k, _ in shapes}}
-        t = timeit(chain, xs, ws, repeats=repeats)
+        t = timeit(chain, xs, ws, repeats=repeats, best=best)
         out.append({"kernel": "matmul_chain", "dtype": "float32", "shape": f"{m}x{len(ws)}", "rows": m,
                     "matmuls": len(ws), "seconds": t, "flops": 2.0 * m * weight_bytes / 4, "bytes": weight_bytes,
                     "flops_per_s": 2.0 * m * weight_bytes / 4 / t, "bytes_per_s": weight_bytes / t})

@@ -20,9 +20,10 @@ import pandas as pd
 
 from dse.core.conventions import conventions
 from dse.core.design import Design, Quant, Workload, make_arch
-from dse.core.hardware import make_hardware
+from dse.core.hardware import Hardware, make_hardware
 from dse.core.metrics import evaluate, phase_tables
-from dse.core.ops import KV_DEPENDENT
+from dse.core.ops import KV_DEPENDENT, Op
+from dse.core.roofline import op_time
 from dse.measure.reference import RefConfig, decode_attention, init_params, prefill_attention, time_case
 from dse.measure.roofline import (kernel_overhead, matmul_chain, matmul_flops, matvec_bandwidth, memory_capacity,
                                  stream_bandwidth, timeit)
@@ -70,36 +71,48 @@ def attention_kernels(cfg: RefConfig, phase: str, batch: int, length: int, n_kv:
     return timeit(fn, sets, repeats=repeats)
 
 
-def fit_gemm(chain: list[dict], peak: float, overhead: float) -> tuple[float, float, float]:
-    """(mem_bw, flops_efficiency, gemm_half_tokens) of the cost model's matmul time
-    ``max(F / (peak · eff · m / (m + half)), B / mem_bw) + overhead`` per matmul, fitted to the
-    chain measurements by least squares on log time (a grid: every point weighs the same)."""
+def _candidates(hw_cfg: dict, **grids) -> Hardware:
+    """``hw_cfg`` as a Hardware whose fields in ``grids`` are arrays: one candidate per element."""
+    return dataclasses.replace(_hardware(hw_cfg), **{k: jnp.asarray(v) for k, v in grids.items()})
+
+
+def _log_fit(model_s, measured_s) -> tuple:
+    """Index of the candidate (leading axes of ``model_s``) with least squared log error over the last axis."""
+    loss = ((np.log(np.asarray(model_s)) - np.log(np.asarray(measured_s))) ** 2).sum(-1)
+    return np.unravel_index(np.argmin(loss), loss.shape)
+
+
+def fit_gemm(chain: list[dict], hw_cfg: dict) -> tuple[float, float, float]:
+    """(mem_bw, flops_efficiency, gemm_half_tokens) fitted to the matmul chain: the cost model's own
+    matmul time (:func:`dse.core.roofline.op_time`) for every candidate on a grid, least squares on
+    log time (every row count weighs the same)."""
     m, F, B, n, t = (np.asarray([r[k] for r in chain], float) for k in ("rows", "flops", "bytes", "matmuls", "seconds"))
-    busy = np.maximum(t - n * overhead, 0.05 * t)
+    busy = np.maximum(t - n * hw_cfg["kernel_overhead_s"], 0.05 * t)
     bw = (B[0] / busy[0]) * np.geomspace(1.0, 4.0, 41)[:, None, None, None]
     eff = np.linspace(0.2, 1.0, 81)[None, :, None, None]
     half = np.geomspace(0.1, 1000.0, 121)[None, None, :, None]
-    pred = np.maximum(F / (peak * eff * np.where(m > 1, m / (m + half), 1.0)), B / bw) + n * overhead
-    loss = ((np.log(pred) - np.log(t)) ** 2).sum(-1)
-    i, j, k = np.unravel_index(np.argmin(loss), loss.shape)
+    hw = _candidates(hw_cfg, mem_bw=bw, flops_efficiency=eff, gemm_half_tokens=half)
+    op = Op(count=n, flops=F / n, weight_bytes=B / n, act_read=0.0, act_write=0.0, kv_read=0.0, kv_write=0.0,
+            comm_bytes=0.0, bits=32.0, gemm_rows=m)
+    i, j, k = _log_fit(n * op_time(op, hw, 1.0, REFERENCE_CONVENTIONS).time_s, t)
     return float(bw[i, 0, 0, 0]), float(eff[0, j, 0, 0]), float(half[0, 0, k, 0])
 
 
 def _attention_times(cfg: RefConfig, hw_cfg: dict, shapes, factors) -> np.ndarray:
-    """The cost model's attention-op time (launches included) per shape, for each attn_efficiency."""
-    out = np.zeros((len(factors), len(shapes)))
-    for j, (phase, batch, length, n_kv) in enumerate(shapes):
-        design = _design(cfg, batch, length, n_kv, True)
-        for i, f in enumerate(factors):
-            ops, times = phase_tables(design, _hardware({**hw_cfg, "attn_efficiency": f}), REFERENCE_CONVENTIONS)[phase]
-            out[i, j] = sum(float(ops[k].count * times[k].time_s) for k in ops if k in KV_DEPENDENT)
-    return out
+    """The cost model's attention-op time (launches included), (factor, shape), each factor an attn_efficiency."""
+    hw = _candidates(hw_cfg, attn_efficiency=np.asarray(factors)[:, None])
+    out = []
+    for phase, batch, length, n_kv in shapes:
+        ops, times = phase_tables(_design(cfg, batch, length, n_kv, True), hw, REFERENCE_CONVENTIONS)[phase]
+        out.append(sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
+    return np.concatenate(out, axis=-1)
 
 
 def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]]:
     """(roofline-only hardware, shape-aware hardware, raw rows), all from microbenchmarks."""
     reps = 3 if quick else 5
-    # the peak is a capability: the best of many repeats (a burst of load on a shared machine only slows)
+    # peak, bandwidth and GEMM efficiency are capabilities: the best of many repeats (a burst of load
+    # on a shared machine only slows a repeat down)
     square = matmul_flops(jnp.float32, ((1024, 1024, 1024), (2048, 2048, 2048)), repeats=3 * reps, best=True)
     peak = max(r["flops_per_s"] for r in square)
     mv = matvec_bandwidth(4096, 4096 if quick else 8192, repeats=reps)
@@ -110,8 +123,8 @@ def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]
     # the reference's weight matrices, streamed as a decoder does, at 1 … 256 tokens
     layer_shapes = ((cfg.d_model, cfg.d_model), (cfg.d_model, cfg.d_ff), (cfg.d_ff, cfg.d_model))
     chain = matmul_chain(layer_shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes=128e6 if quick else 256e6,
-                         repeats=reps)
-    bw, eff, half = fit_gemm(chain, peak, ovh["seconds"])
+                         repeats=3 * reps, best=True)
+    bw, eff, half = fit_gemm(chain, base)
     shaped = {**base, "mem_bw": bw, "flops_efficiency": eff, "gemm_half_tokens": half, "attn_efficiency": 1.0}
     # the attention GEMMs' achieved fraction of the compute roofline: least squares on log time
     # over the attention microbenchmarks (one factor for all shapes)
@@ -119,7 +132,7 @@ def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]
     measured = np.asarray([attention_kernels(cfg, *shape, reps) for shape in shapes])
     factors = np.geomspace(0.05, 1.0, 60)
     model = _attention_times(cfg, shaped, shapes, factors)
-    best = int(np.argmin(((np.log(model) - np.log(measured)) ** 2).sum(1)))
+    (best,) = _log_fit(model, measured)
     shaped["attn_efficiency"] = float(factors[best])
     attn = [{"kernel": f"attention_{phase}", "dtype": "float32", "shape": f"b{batch}_len{length}_kv{n_kv}",
              "seconds": t, "model_s": m} for (phase, batch, length, n_kv), t, m in zip(shapes, measured, model[best])]

@@ -60,7 +60,8 @@ def test_gemm_fit_recovers_known_parameters():
         F = 2 * m * B / 4
         t = max(F / (peak * eff * (m / (m + half) if m > 1 else 1.0)), B / bw) + n * ovh
         chain.append({"rows": m, "flops": F, "bytes": B, "matmuls": n, "seconds": t})
-    got_bw, got_eff, got_half = fit_gemm(chain, peak, ovh)
+    hw = {"name": "x", "mem_bw": 1.0, "mem_capacity": 1e10, "peak_flops": {"fp32": peak}, "kernel_overhead_s": ovh}
+    got_bw, got_eff, got_half = fit_gemm(chain, hw)
     assert got_bw == pytest.approx(bw, rel=0.04)
     assert got_eff == pytest.approx(eff, abs=0.011)
     assert got_half == pytest.approx(half, rel=0.05)
