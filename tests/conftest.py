@@ -6,7 +6,8 @@ import pytest
 import dse  # noqa: F401  (x64 before anything is traced)
 from dse.app.build import load_hardware, load_model
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+#: reference data shipped inside the package (copied from shared/data with their sources; see dse/data/README.md)
+DATA = pathlib.Path(__file__).resolve().parents[1] / "dse" / "data"
 
 
 @pytest.fixture(scope="session")

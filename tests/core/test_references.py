@@ -7,7 +7,7 @@ from dse import LLM_VIEWER, Design, Quant, Workload, evaluate, make_hardware
 from dse.app.build import load_hardware, load_model
 from dse.core.metrics import phase_tables
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
 A6000 = make_hardware(mem_bw=768e9, mem_capacity=48e9, peak_flops={"fp16": 154.8385e12, "int8": 2 * 154.8385e12})
 
@@ -42,7 +42,7 @@ def test_llm_viewer_prefill_rules():
 
 
 def _survey(quantity):
-    with open(SHARED / "transformer_survey_endtoend.csv") as f:
+    with open(DATA / "transformer_survey_endtoend.csv") as f:
         return {int(r["seq_len"]): float(r["value"]) for r in csv.DictReader(f)
                 if r["quantity"] == quantity and r["model"] == "BERT-Base"}
 
