@@ -26,6 +26,10 @@ from dse.core.design import Arch, Quant
 KV_DEPENDENT = frozenset({"attention", "qk_matmul", "softmax", "sv_matmul"})
 
 
+#: numeric codes of ``Op.comm_kind`` (numeric, so op tables stay pytrees of arrays)
+COLLECTIVE = {"all_reduce": 0.0, "all_to_all": 1.0, "p2p": 2.0, "all_gather": 3.0}
+
+
 class Op(NamedTuple):
     count: object
     flops: object
@@ -34,10 +38,12 @@ class Op(NamedTuple):
     act_write: object
     kv_read: object
     kv_write: object
-    comm_bytes: object  # bytes all-reduced (collective ops only)
+    comm_bytes: object  # payload of the collective per device (collective ops only)
     bits: object  # operand precision that selects the compute peak
     gemm_rows: object = 0.0  # rows of a matmul (tokens; for attention, queries per KV head), for its efficiency; 0: n/a
     attention: object = 0.0  # 1 for the attention operators (their achieved efficiency is the device's own)
+    comm_group: object = 1.0  # devices taking part in the collective (tp for all-reduce, ep for all-to-all)
+    comm_kind: object = 0.0  # which collective: one of the COLLECTIVE codes
 
     @property
     def bytes(self):
@@ -46,8 +52,10 @@ class Op(NamedTuple):
 
 
 def _op(count=1.0, flops=0.0, weight_bytes=0.0, act_read=0.0, act_write=0.0, kv_read=0.0,
-        kv_write=0.0, comm_bytes=0.0, bits=16.0, gemm_rows=0.0, attention=0.0) -> Op:
-    return Op(count, flops, weight_bytes, act_read, act_write, kv_read, kv_write, comm_bytes, bits, gemm_rows, attention)
+        kv_write=0.0, comm_bytes=0.0, bits=16.0, gemm_rows=0.0, attention=0.0, comm_group=1.0,
+        comm_kind=0.0) -> Op:
+    return Op(count, flops, weight_bytes, act_read, act_write, kv_read, kv_write, comm_bytes, bits, gemm_rows,
+              attention, comm_group, comm_kind)
 
 
 def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) -> dict[str, Op]:
@@ -87,7 +95,8 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) 
         return _op(L, flops=n_adds * T * h, act_read=(elems - 1) * T * h * aB, act_write=T * h * aB, bits=a_bits)
 
     def allreduce():
-        return _op(L, comm_bytes=jnp.where(tp > 1, T * h * aB, 0.0), bits=a_bits)
+        return _op(L, comm_bytes=jnp.where(tp > 1, T * h * aB, 0.0), bits=a_bits, comm_group=tp,
+                   comm_kind=COLLECTIVE["all_reduce"])
 
     # --- attention geometry: keys attended and query-key pairs computed per sequence and head
     if has_cache:

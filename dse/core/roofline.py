@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from dse.core.conventions import Conventions
 from dse.core.hardware import Hardware
-from dse.core.ops import Op
+from dse.core.ops import COLLECTIVE, Op
 
 #: relative temperature of the smooth max: 0 <= smax(a, b) - max(a, b) <= SMOOTH_TEMP · (a + b) / 2
 SMOOTH_TEMP = 0.02
@@ -90,14 +90,26 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
     peak = peak_flops(hw, op.bits, smooth=smooth) if peak is None else peak
     compute = op.flops / (peak * eff_f)
     memory = op.bytes / (hw.mem_bw * eff_m)
-    comm = jnp.where(op.comm_bytes > 0, hw.link_latency
-                     + 2.0 * (tp - 1.0) / tp * op.comm_bytes / jnp.maximum(hw.link_bw, 1e-30), 0.0)
+    comm = collective_time(op, hw)
     if conv.overlap == "sum":
         busy = compute + memory
     else:
         busy = smooth_max(compute, memory) if smooth else jnp.maximum(compute, memory)
     launched = jnp.where(op.flops + op.bytes > 0, 1.0, 0.0)
     return OpTime(compute, memory, comm, busy + comm + launched * overhead)
+
+
+def collective_time(op: Op, hw: Hardware):
+    """Time of one occurrence of ``op``'s collective over ``op.comm_group`` devices (0 if none).
+
+    all-reduce (ring): α + 2(p−1)/p · n/β (Thakur, Rabenseifner and Gropp 2005);
+    all-to-all: α + (p−1)/p · n/β — each device keeps 1/p of its n bytes and sends the rest;
+    point-to-point: α + n/β; all-gather of n bytes in total: α + (p−1)/p · n/β.
+    """
+    p = jnp.maximum(op.comm_group, 1.0)
+    share = jnp.where(op.comm_kind == COLLECTIVE["all_reduce"], 2.0 * (p - 1.0) / p,
+                      jnp.where(op.comm_kind == COLLECTIVE["p2p"], 1.0, (p - 1.0) / p))
+    return jnp.where(op.comm_bytes > 0, hw.link_latency + share * op.comm_bytes / jnp.maximum(hw.link_bw, 1e-30), 0.0)
 
 
 def uniform_peak_bits(quant, conv: Conventions):
