@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from dse.app.build import available, build_hardware, load_group, load_model
+from dse.app.build import available, build_conventions, build_hardware, load_group, load_model
 from dse.app.common import Setup
 from dse.core.design import Design, Quant, Workload
 from dse.core.metrics import phase_tables
@@ -95,42 +95,70 @@ def _plot_trends(path, points: pd.DataFrame, fits: pd.DataFrame, ridge: pd.DataF
     save_figure(fig, path)
 
 
+#: dse model name -> the survey's model label (Kim et al. 2023, Tab. 1)
+SURVEY_MODELS = {"bert_base": "BERT-Base", "bert_large": "BERT-Large", "gpt2": "GPT-2"}
+
+
 def survey_table() -> pd.DataFrame:
-    """BERT-Base rows of the survey (Kim et al. 2023): GFLOPs, GMOPs, arithmetic intensity by seq_len."""
-    t = pd.read_csv(data_path("transformer_survey_endtoend.csv"))
-    t = t[(t.model == "BERT-Base") & t.quantity.isin(["GFLOPs", "GMOPs", "arithmetic_intensity_FLOPs_per_byte"])]
-    return t.pivot_table(index="seq_len", columns="quantity", values="value").reset_index()
+    """The survey's Fig. 4-6 (Kim et al. 2023): GFLOPs, GMOPs, arithmetic intensity by model and seq_len."""
+    t = pd.read_csv(data_path("kim2023_fig4_6.csv"))
+    return t.pivot_table(index=["model", "seq_len"], columns="quantity", values="value").reset_index()
+
+
+def survey_comparison(total: pd.DataFrame) -> pd.DataFrame:
+    """dse's totals next to the published ones, for every case-study model the survey has."""
+    pub = survey_table()
+    rows = []
+    for name, label in SURVEY_MODELS.items():
+        mine = total[total.model == name].set_index("seq_len")
+        for r in pub[pub.model == label].itertuples():
+            if r.seq_len not in mine.index:
+                continue
+            m = mine.loc[r.seq_len]
+            rows.append({"model": name, "seq_len": int(r.seq_len), "survey_GFLOPs": r.GFLOPs, "dse_GFLOPs": m.flops / 1e9,
+                         "survey_GMOPs": r.GMOPs, "dse_GB": m.bytes / 1e9,
+                         "survey_AI": r.arithmetic_intensity_FLOPs_per_byte, "dse_AI": m.arithmetic_intensity})
+    cmp = pd.DataFrame(rows)
+    if len(cmp):
+        cmp["GFLOPs_error"] = cmp.dse_GFLOPs / cmp.survey_GFLOPs - 1
+        cmp["AI_error"] = cmp.dse_AI / cmp.survey_AI - 1
+    return cmp
+
+
+def casestudy_models(s: Setup, params: dict) -> list[str]:
+    """The survey's models (task.params.models) plus the one chosen with model= (if not among them)."""
+    names = list(params.get("models", ["bert_base", "bert_large", "gpt2"]))
+    chosen = s.cfg.model.name
+    return names if chosen in names else names + [chosen]
 
 
 def run_casestudy(s: Setup, out: Path) -> pd.DataFrame:
     params = dict(s.cfg.task.get("params") or {})
-    conv = s.conv.__class__(**{**s.conv.__dict__, "fused_attention": bool(params.get("fused_attention", False))})
+    conv = build_conventions(str(params.get("conventions", "kim2023")))
     seq_lens = params.get("seq_lens", [128, 256, 512, 1024, 2048, 4096])
-    models = {n: load_model(n) for n in params.get("models", ["bert_base", "bert_large", "gpt2"])}
-    rows = case_rows(models, s.hw, conv, seq_lens, bits=float(params.get("bits", 8)))
+    names = casestudy_models(s, params)
+    models = {n: (s.design.arch if n == s.cfg.model.name else load_model(n)) for n in names}
+    bits = float(params.get("bits", 8))
+    rows = case_rows(models, s.hw, conv, seq_lens, bits=bits)
     write_csv(out / "casestudy.csv", rows)
     total = rows[rows.group == "all"]
-    print(f"Case study on {s.cfg.hardware.name} (batch 1, {params.get('bits', 8)}-bit, MAC = 2 FLOPs, "
-          f"{'fused' if conv.fused_attention else 'unfused'} attention; the decoder generates every token with a KV cache):")
+    print(f"Case study on {s.cfg.hardware.name} (batch 1, {bits:g}-bit, conventions {conv.name}: MAC = 2 FLOPs, "
+          f"{'fused' if conv.fused_attention else 'unfused'} attention; a decoder generates every token with a KV cache):")
     print(markdown_table(total, ["model", "seq_len", "flops", "bytes", "arithmetic_intensity", "latency_s"]))
-    pub = survey_table()
-    mine = total[total.model == "bert_base"].set_index("seq_len")
-    cmp = pd.DataFrame({"seq_len": pub.seq_len, "survey_GFLOPs": pub.GFLOPs, "dse_GFLOPs": mine.loc[pub.seq_len, "flops"].values / 1e9,
-                        "survey_GMOPs": pub.GMOPs, "dse_GB": mine.loc[pub.seq_len, "bytes"].values / 1e9,
-                        "survey_AI": pub.arithmetic_intensity_FLOPs_per_byte,
-                        "dse_AI": mine.loc[pub.seq_len, "arithmetic_intensity"].values})
-    cmp["GFLOPs_error"] = cmp.dse_GFLOPs / cmp.survey_GFLOPs - 1
+    cmp = survey_comparison(total)
     write_csv(out / "survey_comparison.csv", cmp)
-    print("\nBERT-Base against the published table (Kim et al. 2023, Fig. 4-6):")
-    print(markdown_table(cmp))
+    if len(cmp):
+        print("\nAgainst the published figures (Kim et al. 2023, Fig. 4-6):")
+        print(markdown_table(cmp))
     acc = s.acc
+    decoders = [n for n in dict.fromkeys(["gpt2", s.cfg.model.name]) if bool(models.get(n, load_model(n)).causal)]
     rem = []
-    for name, kv in (("gpt2", (4, 1)), ("llama2_7b", (8, 1))):
-        r = remedies(load_model(name), s.hw, s.conv, acc, kv_heads=kv)
+    for name in decoders:
+        r = remedies(models.get(name) or load_model(name), s.hw, s.conv, acc)
         rem.append(r.assign(model=name))
     rem = pd.concat(rem, ignore_index=True)
     write_csv(out / "remedies.csv", rem)
-    print(f"\nThe paper's remedies on {s.cfg.hardware.name} (prompt 2048, 256 generated tokens, default conventions):")
+    print(f"\nThe paper's remedies on {s.cfg.hardware.name} (prompt 2048, 256 generated tokens, conventions {s.conv.name}):")
     print(markdown_table(rem, ["model", "change", "decode_arithmetic_intensity", "tpot_ms", "tpot_speedup",
                                "throughput_gain", "kv_cache_GB", "loss_proxy_delta"]))
     _plot_case(out / "casestudy.png", rows)

@@ -3,7 +3,12 @@
 ``DEFAULT`` is physical (the README's table explains each row). ``LLM_VIEWER`` reproduces the
 rules of LLM-Viewer (Yuan et al. 2024, "LLM Inference Unveiled: Survey and Roofline Model
 Insights", arXiv 2402.16363, github.com/hahnyuan/LLM-Viewer), so its published numbers can be
-matched to the digit and the differences seen switch by switch.
+matched to the digit and the differences seen switch by switch. ``KIM2023`` follows the counting of
+Kim et al. 2023, "Full Stack Optimization of Transformer Inference: a Survey" (arXiv 2302.14017, §2.2.1,
+Fig. 4-6, Tab. 3 and 11), the paper's case study (``task=casestudy``): the Transformer blocks only (no
+embedding, final norm or LM head), every operator unfused with its operands read from and its result
+written to memory (score matrices included), ideal reuse within an operator, no vector weights in the
+traffic; a decoder generates every token with a KV cache and no prompt.
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ class Conventions:
     lm_head_act_per_sequence: bool = True
     #: count the embedding lookup and the final norm.
     embedding_and_final_norm: bool = True
+    #: count the LM head (a decoder's output projection onto the vocabulary).
+    lm_head: bool = True
     #: apply the hardware's efficiencies and per-kernel overhead (False: the ideal roofline).
     efficiency: bool = True
     #: peak rule: "operands" = the precision of each op's operands (max of their bits);
@@ -58,7 +65,17 @@ LLM_VIEWER = Conventions(
     lm_head_flops_per_mac=1.0, lm_head_act_per_sequence=False, embedding_and_final_norm=False,
     efficiency=False, peak_rule="all_le_8")
 
-PROFILES = {"default": DEFAULT, "llm_viewer": LLM_VIEWER}
+#: Kim et al. 2023 (arXiv 2302.14017) §2.2.1: "we are counting the multiplication and addition from a MAC
+#: operation separately"; 8-bit operands; MOPs = bytes read and written by each operator with ideal reuse
+#: (Tab. 3: a projection moves d·d + 2·d·l bytes, QKᵀ reads Q and K and writes the h·l² scores, softmax
+#: reads and writes them, SV reads them and V); the totals of Tab. 3 and 11 are the sums of the
+#: per-layer blocks (12 layers of GPT-2 carry 22.12 GFLOPs at 128 tokens: no 50257-wide LM head, which
+#: would add 9.9 G). Norms, GELU and residual adds are the "Other" row (Tab. 3, ~1% of FLOPs).
+KIM2023 = Conventions(
+    name="kim2023", fused_attention=False, vector_weights=False, embedding_and_final_norm=False,
+    lm_head=False, efficiency=False, peak_rule="all_le_8")
+
+PROFILES = {"default": DEFAULT, "llm_viewer": LLM_VIEWER, "kim2023": KIM2023}
 
 
 def conventions(name: str = "default", **overrides) -> Conventions:

@@ -162,7 +162,7 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions) 
         ops["residual_mlp"] = residual()
     if conv.embedding_and_final_norm:
         ops["final_norm"] = norm(count=1.0)
-    if has_cache:  # the LM head runs on the last new token of each sequence
+    if has_cache and conv.lm_head:  # the LM head runs on the last new token of each sequence
         seqs = batch * jnp.minimum(q, 1.0)
         n_act = seqs if conv.lm_head_act_per_sequence else jnp.minimum(q, 1.0)
         ops["lm_head"] = _op(1.0, flops=conv.lm_head_flops_per_mac * seqs * h * V / tp,
