@@ -49,19 +49,21 @@ def _plain(cfg) -> dict:
 
 
 def build_arch(model: Mapping[str, Any]):
+    """Arch from a ``model`` config section; ``hf_config`` (a Hugging Face config.json or a folder
+    holding one) fills every field it describes from the file (see dse/app/hf_config.py)."""
     m = _plain(model)
+    m.pop("name", None)
+    path = m.pop("hf_config", None)
+    if path:
+        from dse.app.hf_config import hf_model_fields
+        m.update(hf_model_fields(path))
     for key in ("n_layers", "d_model", "n_heads", "vocab"):
         v = m.get(key)
         if not isinstance(v, (int, float)) or v < 1 or v != int(v):
             raise DesignError(f"model.{key}={v}: must be a positive integer")
     if m.get("n_kv_heads") is not None and (m["n_kv_heads"] < 1):
         raise DesignError(f"model.n_kv_heads={m['n_kv_heads']}: must be a positive integer")
-    return make_arch(n_layers=m["n_layers"], d_model=m["d_model"], n_heads=m["n_heads"],
-                     n_kv_heads=m.get("n_kv_heads"), d_head=m.get("d_head"), d_ff=m.get("d_ff"),
-                     vocab=m["vocab"], n_positions=m.get("n_positions", 0), gated_mlp=m.get("gated_mlp", True),
-                     causal=m.get("causal", True), tied_embeddings=m.get("tied_embeddings", False),
-                     bias=m.get("bias", False), norm=m.get("norm", "rmsnorm"),
-                     parallel_block=m.get("parallel_block", False))
+    return make_arch(**m)
 
 
 def build_design(cfg: Mapping[str, Any]) -> Design:

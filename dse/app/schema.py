@@ -15,25 +15,35 @@ from typing import Optional
 
 from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
+from dse.core.design import ARCH_REAL_FIELDS, ARCH_STATIC, Arch
 
 
-@dataclass
-class ModelConfig:
-    name: str = "custom"
-    n_layers: int = 32
-    d_model: int = 4096
-    n_heads: int = 32
-    n_kv_heads: Optional[int] = None  # default: n_heads (MHA)
-    d_head: Optional[int] = None  # default: d_model / n_heads
-    d_ff: Optional[int] = None  # default: 4 d_model
-    vocab: int = 32000
-    n_positions: int = 0  # learned position table size (0: rotary/none)
-    gated_mlp: bool = True
-    causal: bool = True
-    tied_embeddings: bool = False
-    bias: bool = False
-    norm: str = "rmsnorm"
-    parallel_block: bool = False
+def _model_schema():
+    """``model.*`` keys generated from the Arch pytree (one source of truth for names and defaults).
+
+    Static Arch fields keep their Python type; numeric leaves are integer counts except the ones in
+    ``ARCH_REAL_FIELDS``; ``n_kv_heads``, ``d_head`` and ``d_ff`` may be left out (null) to take their
+    usual defaults (see :func:`dse.core.design.make_arch`); ``hf_config`` reads a Hugging Face config.json.
+    """
+    hints = typing.get_type_hints(Arch)
+    optional = {"n_kv_heads", "d_head", "d_ff"}
+    fields_ = [("name", str, "custom")]
+    for f in dataclasses.fields(Arch):
+        if f.name in ARCH_STATIC:
+            fields_.append((f.name, hints[f.name], f.default))
+        elif f.name in optional:
+            fields_.append((f.name, Optional[int], None))
+        else:
+            kind = float if f.name in ARCH_REAL_FIELDS else int
+            default = f.default if f.default is not dataclasses.MISSING else MODEL_REQUIRED_DEFAULTS[f.name]
+            fields_.append((f.name, kind, kind(default)))
+    fields_.append(("hf_config", Optional[str], None))
+    return dataclasses.make_dataclass("ModelConfig", fields_)
+
+
+#: defaults of the Arch fields that have none there (a Llama-2-7B-sized decoder)
+MODEL_REQUIRED_DEFAULTS = {"n_layers": 32, "d_model": 4096, "n_heads": 32, "vocab": 32000}
+ModelConfig = _model_schema()
 
 
 @dataclass

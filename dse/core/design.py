@@ -49,15 +49,45 @@ class Arch:
     d_ff: Array
     vocab: Array
     n_positions: Array = 0.0
+    # --- mixture of experts (Shazeer et al. 2017; Fedus et al. 2022; DeepSeek-V3 2024)
+    n_experts: Array = 0.0  # routed experts per MoE layer; 0: every MLP is dense
+    top_k: Array = 0.0  # routed experts per token
+    d_ff_expert: Array = 0.0  # width of each routed expert
+    n_shared_experts: Array = 0.0  # always-active experts per MoE layer (DeepSeek, Llama 4)
+    d_ff_shared: Array = 0.0  # width of each shared expert; 0: d_ff_expert
+    n_dense_layers: Array = 0.0  # leading layers with a dense MLP of width d_ff (DeepSeek first_k_dense_replace)
+    moe_every: Array = 1.0  # after those, every k-th layer is MoE, the others dense (Llama 4 Maverick: 2)
+    moe_imbalance: Array = 1.0  # busiest expert shard's load over the mean (>= 1; 1 = uniform routing)
+    # --- multi-head latent attention (DeepSeek-V2, arXiv 2405.04434 §2.1)
+    kv_lora_rank: Array = 0.0  # latent KV width; 0: ordinary (grouped) K and V heads
+    q_lora_rank: Array = 0.0  # latent query width; 0: a plain query projection
+    qk_rope_head_dim: Array = 0.0  # decoupled rotary key/query width (shared rotary key per token)
+    qk_nope_head_dim: Array = 0.0  # per-head non-rotary query/key width
+    v_head_dim: Array = 0.0  # per-head value width
+    # --- local attention (Beltagy et al. 2020; Mistral 2023; Gemma 2/3; gpt-oss; Llama 4)
+    window: Array = 0.0  # sliding window in tokens (keys attended and cached) of the local layers; 0: none
+    attn_chunk: Array = 0.0  # chunked local attention: a token sees its own chunk of this many tokens; 0: none
+    global_every: Array = 0.0  # with a window or chunk: every k-th layer is global; 0: all layers are local
+    max_context: Array = 0.0  # the model's maximum context in tokens (a warning past it); 0: unknown
     gated_mlp: bool = field(default=True)
     causal: bool = field(default=True)
     tied_embeddings: bool = field(default=False)
-    bias: bool = field(default=False)
+    bias: bool = field(default=False)  # biases on every linear layer (GPT-2, OPT, BERT, gpt-oss)
     norm: str = field(default="rmsnorm")  # "rmsnorm" or "layernorm"
     parallel_block: bool = field(default=False)  # attention and MLP read one norm (GPT-J, Falcon, PaLM)
+    qkv_bias: bool = field(default=False)  # biases on q, k and v only (Qwen2)
+    router_bias: bool = field(default=False)  # a bias per expert in each router (gpt-oss; DeepSeek's correction bias)
+    attn_sinks: bool = field(default=False)  # a learned sink logit per head (gpt-oss)
+    qk_norm: bool = field(default=False)  # RMSNorm on each head's query and key (Qwen3, Gemma 3)
+    sandwich_norm: bool = field(default=False)  # norms before and after attention and MLP (Gemma 2/3): 4 per layer
 
 
-Arch = _register(Arch, ("gated_mlp", "causal", "tied_embeddings", "bias", "norm", "parallel_block"))
+#: structure (static) fields of Arch: a change is a new compile
+ARCH_STATIC = ("gated_mlp", "causal", "tied_embeddings", "bias", "norm", "parallel_block", "qkv_bias",
+               "router_bias", "attn_sinks", "qk_norm", "sandwich_norm")
+Arch = _register(Arch, ARCH_STATIC)
+#: numeric Arch fields that are real numbers (all others are integer counts)
+ARCH_REAL_FIELDS = frozenset({"moe_imbalance"})
 
 
 @dataclass(frozen=True)
@@ -74,12 +104,21 @@ Quant = _register(Quant)
 
 @dataclass(frozen=True)
 class Workload:
-    """Serving workload: sequences per batch, prompt and generated tokens, tensor-parallel degree."""
+    """Serving workload: sequences per batch, prompt and generated tokens, parallel layout.
+
+    One model replica runs on ``tp · attn_dp`` devices: attention is tensor-parallel over ``tp`` and
+    data-parallel over ``attn_dp`` (each attention replica holds ``batch / attn_dp`` sequences); the
+    routed experts of an MoE layer are split into ``ep`` shards, each shard's experts tensor-parallel
+    over the remaining ``tp · attn_dp / ep`` devices (the layout of AIConfigurator and vLLM/SGLang:
+    tp·dp = moe_tp·moe_ep). ``batch`` counts the sequences of the whole replica.
+    """
 
     batch: Array = 1.0
     prompt_len: Array = 512.0
     gen_len: Array = 128.0
     tp: Array = 1.0
+    ep: Array = 1.0  # expert parallelism: routed experts split over ep shards of the MoE group
+    attn_dp: Array = 1.0  # attention data parallelism inside the MoE group (tp·attn_dp devices; DeepSeek-V3 serving)
 
 
 Workload = _register(Workload)
@@ -158,6 +197,48 @@ def _rules(design: Design, xp):
          "must divide model.n_kv_heads={kv} or be a multiple of it (KV heads are split or replicated)"),
         ("workload.tp", xp.mod(a.d_ff, tp) == 0, "must divide model.d_ff={ff}"),
     ]
+    rules += _moe_rules(a, w, xp, pos_int, nonneg_int) + _attention_rules(a, xp, nonneg_int)
+    return rules
+
+
+def _moe_rules(a: Arch, w: Workload, xp, pos_int, nonneg_int):
+    E, k, ep, group = a.n_experts, a.top_k, w.ep, w.tp * w.attn_dp
+    moe = E > 0
+    rules = [(f"model.{n}", nonneg_int(getattr(a, n)), "must be a non-negative integer")
+             for n in ("n_experts", "top_k", "d_ff_expert", "n_shared_experts", "d_ff_shared", "n_dense_layers")]
+    rules += [
+        ("model.top_k", ~moe | ((k >= 1) & (k <= E)), "must be in [1, model.n_experts={E}] for an MoE model"),
+        ("model.d_ff_expert", ~moe | (a.d_ff_expert >= 1), "must be a positive width when model.n_experts > 0"),
+        ("model.moe_every", pos_int(a.moe_every), "must be a positive integer (1: every layer after the dense ones is MoE)"),
+        ("model.n_dense_layers", a.n_dense_layers <= a.n_layers, "must not exceed model.n_layers"),
+        ("model.moe_imbalance", xp.isfinite(a.moe_imbalance) & (a.moe_imbalance >= 1),
+         "must be >= 1 (the busiest expert shard's load over the mean)"),
+        ("workload.ep", pos_int(ep), "must be a positive integer"),
+        ("workload.attn_dp", pos_int(w.attn_dp), "must be a positive integer"),
+        ("workload.ep", ~moe | (xp.mod(E, ep) == 0), "must divide model.n_experts={E} (each shard holds whole experts)"),
+        ("workload.ep", moe | (ep == 1), "must be 1 for a dense model (there are no experts to split)"),
+        ("workload.ep", xp.mod(group, ep) == 0,
+         "must divide workload.tp·workload.attn_dp={group} (the MoE group's devices form ep shards)"),
+        ("workload.attn_dp", xp.mod(w.batch, w.attn_dp) == 0,
+         "must divide workload.batch (each attention replica holds whole sequences)"),
+    ]
+    return rules
+
+
+def _attention_rules(a: Arch, xp, nonneg_int):
+    mla = a.kv_lora_rank > 0
+    rules = [(f"model.{n}", nonneg_int(getattr(a, n)), "must be a non-negative integer")
+             for n in ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim",
+                       "window", "attn_chunk", "global_every", "max_context")]
+    rules += [
+        ("model.qk_nope_head_dim", ~mla | (a.qk_nope_head_dim >= 1), "must be positive for latent attention (model.kv_lora_rank > 0)"),
+        ("model.v_head_dim", ~mla | (a.v_head_dim >= 1), "must be positive for latent attention (model.kv_lora_rank > 0)"),
+        ("model.d_head", ~mla | (a.d_head == a.qk_nope_head_dim + a.qk_rope_head_dim),
+         "must equal model.qk_nope_head_dim + model.qk_rope_head_dim for latent attention"),
+        ("model.q_lora_rank", mla | (a.q_lora_rank == 0), "needs latent attention (model.kv_lora_rank > 0)"),
+        ("model.attn_chunk", (a.window == 0) | (a.attn_chunk == 0), "cannot be combined with model.window (pick one)"),
+        ("model.window", (a.window == 0) | a.causal, "needs a causal model"),
+    ]
     return rules
 
 
@@ -175,7 +256,9 @@ def validate_design(design: Design, prefix: str = "") -> Design:
     if a.norm not in ("rmsnorm", "layernorm"):
         _fail(prefix + "model.norm", a.norm, "must be one of ['layernorm', 'rmsnorm']")
     concrete = jax.tree.map(lambda x: np.asarray(x, dtype=float), design)
-    ctx = {"h": _fmt(concrete.arch.n_heads), "kv": _fmt(concrete.arch.n_kv_heads), "ff": _fmt(concrete.arch.d_ff)}
+    w = concrete.workload
+    ctx = {"h": _fmt(concrete.arch.n_heads), "kv": _fmt(concrete.arch.n_kv_heads), "ff": _fmt(concrete.arch.d_ff),
+           "E": _fmt(concrete.arch.n_experts), "group": _fmt(np.asarray(w.tp) * np.asarray(w.attn_dp))}
     with np.errstate(divide="ignore", invalid="ignore"):
         for field_name, good, rule in _rules(concrete, np):
             bad = ~np.asarray(good, dtype=bool)
@@ -191,21 +274,30 @@ def _field_value(design: Design, dotted: str):
     return getattr({"model": design.arch, "quant": design.quant, "workload": design.workload}[section], name)
 
 
-def make_arch(*, n_layers, d_model, n_heads, n_kv_heads=None, d_head=None, d_ff=None, vocab,
-              n_positions=0, gated_mlp=True, causal=True, tied_embeddings=False, bias=False,
-              norm="rmsnorm", parallel_block=False) -> Arch:
+def make_arch(*, n_layers, d_model, n_heads, n_kv_heads=None, d_head=None, d_ff=None, vocab, **fields) -> Arch:
     """Build an Arch from Python numbers with the usual defaults, checking the defaults' rules.
 
     ``n_kv_heads`` defaults to ``n_heads`` (MHA); ``d_head`` to ``d_model / n_heads`` (which must
-    then divide exactly); ``d_ff`` to ``4 d_model`` (Vaswani et al. 2017).
+    then divide exactly), or for latent attention to ``qk_nope_head_dim + qk_rope_head_dim``;
+    ``d_ff`` to ``4 d_model`` (Vaswani et al. 2017); every other field (``fields``, any Arch field
+    by name; None = its default) to its default above.
     """
+    known = {f.name: f for f in dataclasses.fields(Arch)}
+    for key in fields:
+        if key not in known:
+            _fail(f"model.{key}", fields[key], f"unknown model field; known: {sorted(known)}")
+    fields = {k: v for k, v in fields.items() if v is not None}
     if d_head is None:
-        if d_model % n_heads:
+        if fields.get("kv_lora_rank", 0):
+            d_head = fields.get("qk_nope_head_dim", 0) + fields.get("qk_rope_head_dim", 0)
+        elif d_model % n_heads:
             _fail("model.d_model", d_model, f"must be divisible by model.n_heads={n_heads} when model.d_head is not given")
-        d_head = d_model // n_heads
+        else:
+            d_head = d_model // n_heads
+    kw = {k: (v if k in ARCH_STATIC else float(v)) for k, v in fields.items()}
+    for k in ARCH_STATIC:
+        if k in kw:
+            kw[k] = str(kw[k]) if k == "norm" else bool(kw[k])
     return Arch(n_layers=float(n_layers), d_model=float(d_model), n_heads=float(n_heads),
                 n_kv_heads=float(n_heads if n_kv_heads is None else n_kv_heads), d_head=float(d_head),
-                d_ff=float(4 * d_model if d_ff is None else d_ff), vocab=float(vocab),
-                n_positions=float(n_positions), gated_mlp=bool(gated_mlp), causal=bool(causal),
-                tied_embeddings=bool(tied_embeddings), bias=bool(bias), norm=str(norm),
-                parallel_block=bool(parallel_block))
+                d_ff=float(4 * d_model if d_ff is None else d_ff), vocab=float(vocab), **kw)

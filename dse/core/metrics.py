@@ -19,30 +19,11 @@ from dse.core.conventions import DEFAULT, Conventions
 from dse.core.design import Arch, Design
 from dse.core.hardware import Hardware
 from dse.core.ops import KV_DEPENDENT, Op, step_ops
+from dse.core.params import param_counts
 from dse.core.roofline import OpTime, op_times, smooth_max, uniform_peak_bits
 
 #: quadrature nodes of the smooth generation sum
 SMOOTH_NODES = 8
-
-
-def param_counts(arch: Arch) -> dict:
-    """Exact parameter counts: matrices, vectors (norms, biases), embeddings."""
-    h, d, H, Hkv, ff, V, L = (arch.d_model, arch.d_head, arch.n_heads, arch.n_kv_heads, arch.d_ff,
-                             arch.vocab, arch.n_layers)
-    bias = 1.0 if arch.bias else 0.0
-    norm = (2.0 if arch.norm == "layernorm" else 1.0) * h
-    n_mlp = 3.0 if arch.gated_mlp else 2.0
-    attn_mat = h * d * (2 * H + 2 * Hkv)
-    mlp_mat = n_mlp * h * ff
-    layer_vec = (1.0 if arch.parallel_block else 2.0) * norm + bias * (d * (H + 2 * Hkv) + h + ff + h)
-    if arch.gated_mlp:
-        layer_vec = layer_vec + bias * ff  # the second input projection's bias
-    embed = V * h + arch.n_positions * h
-    head = 0.0 if arch.tied_embeddings or not arch.causal else V * h
-    matrices = L * (attn_mat + mlp_mat)
-    vectors = L * layer_vec + norm
-    return {"params": matrices + vectors + embed + head, "params_non_embedding": matrices + vectors,
-            "matrix_params": matrices + head, "vector_params": vectors, "embedding_params": embed}
 
 
 def _sum_max_affine(a0, a1, b0, b1, n):
@@ -131,11 +112,16 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     tables = phase_tables(design, hw, conv, smooth=smooth)
     m: dict = {}
     pre = _phase(*tables["prefill"], w.tp)
+    # the engine's fixed cost per forward step (host-side scheduling, sampling, synchronization)
+    step = hw.step_overhead_s if conv.efficiency else 0.0
+    pre["time_s"] = pre["time_s"] + step
     m.update({f"prefill.{k}": v for k, v in pre.items()})
     zero = 0.0 * w.prompt_len
     if a.causal:
         dec = _phase(*tables["decode"], w.tp)
         gen = _generation(design, hw, conv, tables["decode"], smooth)
+        dec["time_s"] = dec["time_s"] + step
+        gen["time_s"] = gen["time_s"] + w.gen_len * step
     else:  # an encoder has no decode phase
         dec = {"flops": zero, "bytes": zero, "time_s": zero, "memory_bound_frac": zero}
         gen = {"flops": zero, "bytes": zero, "time_s": zero}
@@ -168,7 +154,9 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     for o in pre_ops.values():
         peak_act = jnp.maximum(peak_act, o.act_read + o.act_write)
     m["peak_activation_bytes"] = peak_act
-    m["memory_bytes"] = weight_bytes / w.tp + vector_bytes + kv_dev + peak_act
+    # the engine's workspace: a fixed reserve and preallocated activation buffers (dse.measure.calibrate)
+    m["workspace_bytes"] = hw.mem_reserve_bytes + hw.act_buffer_factor * peak_act
+    m["memory_bytes"] = weight_bytes / w.tp + vector_bytes + kv_dev + peak_act + m["workspace_bytes"]
     m["mem_capacity_bytes"] = hw.mem_capacity + zero
     m["fits_memory"] = m["memory_bytes"] <= hw.mem_capacity
     m.update(accuracy_terms(a, q, counts["params"], acc if acc is not None else AccuracyParams()))
