@@ -8,6 +8,8 @@
   (``pip install llm-analysis``).
 - ``sweep_points_per_s``, ``study_cold_s``/``study_warm_s``, ``multirun_job_overhead_s``:
   the app end to end (see ``dse/app``).
+- ``sweep_kept_points_per_s``, ``issue16_sweep_s``: a sweep that keeps every row and has a large
+  front, and issue 16's 884,736-point command (``--only sweep_kept``).
 - ``optimize_vs_exhaustive``: task=optimize's legal result on enumerable problems (322,560 legal
   points each) as a fraction of the exhaustive optimum, with random search and Optuna TPE
   (``pip install optuna``) at the same number of evaluations.
@@ -125,11 +127,38 @@ def bench_app(quick: bool):
              note="basic launcher: (time of N jobs − time of 1 job) / (N − 1), aggregation included")
 
 
+ISSUE16_SWEEP = ["task=sweep", "space=none", "+space.model.n_kv_heads=[32,16,8,4,2,1]", "+space.quant.w_bits=[16,8,4]",
+                 "+space.quant.kv_bits=[16,8,4]", "+space.workload.batch={low: 1, high: 256, integer: true}",
+                 "+space.workload.prompt_len={low: 128, high: 8192, multiple_of: 128}", "sweep.progress=false"]
+
+
+def bench_sweep_kept(quick: bool):
+    """``sweep_kept_points_per_s``: a sweep keeping every row (Parquet) whose front has thousands of
+    designs; ``issue16_sweep_s``: issue 16's 884,736-point command in a new process (its printed
+    sweep time, and the process's wall time; the second run finds JAX's compilation cache warm)."""
+    import json as _json
+    from dse.app.sweep_task import run_sweep_kept_bench
+    with tempfile.TemporaryDirectory() as tmp:
+        n = 1_000_000 if quick else 10_000_000
+        seconds, points, rows, front = run_sweep_kept_bench(n, os.path.join(tmp, "kept"))
+        emit("sweep_kept_points_per_s", round(points / seconds), "points/s", points=points, rows_kept=rows,
+             pareto_rows=front, seconds=round(seconds, 2),
+             note="task=sweep, sweep.keep_results=all, end to end in one process (compile included): grid, chunks, "
+                  "exact Pareto, every row to results.parquet, Markdown, plot")
+        for run in ("first", "second"):
+            wall = _run_dse([*ISSUE16_SWEEP, f"hydra.run.dir={tmp}/issue16_{run}"], tmp)
+            info = _json.loads(open(os.path.join(tmp, f"issue16_{run}", "sweep.json")).read())
+            emit("issue16_sweep_s", info["eval_and_pareto_s"], "s", run=run, points=info["points"],
+                 pareto_rows=info["pareto_rows"], total_s=info["total_s"], process_wall_s=round(wall, 2),
+                 note="the printed 'swept N points in X s' of issue 16's command (X), files and plot (total_s), "
+                      "and the whole process")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
-    p.add_argument("--only", nargs="*", default=["core", "llm_analysis", "app", "optimize"],
-                   help="any of: core llm_analysis app optimize")
+    p.add_argument("--only", nargs="*", default=["core", "llm_analysis", "app", "sweep_kept", "optimize"],
+                   help="any of: core llm_analysis app sweep_kept optimize")
     a = p.parse_args(argv)
     emit("machine", platform.processor() or platform.machine(), "", cpus=os.cpu_count(), jax=jax.__version__,
          devices=[str(d) for d in jax.devices()], dse=dse.__version__, python=platform.python_version())
@@ -139,6 +168,8 @@ def main(argv=None):
         bench_llm_analysis(rate)
     if "app" in a.only:
         bench_app(a.quick)
+    if "sweep_kept" in a.only:
+        bench_sweep_kept(a.quick)
     if "optimize" in a.only:
         bench_optimize(with_optuna=not a.quick)
 

@@ -59,7 +59,24 @@ def run(cfg: DictConfig):
         sys.exit(2)
 
 
+def _compilation_cache() -> None:
+    """JAX's persistent compilation cache (``~/.cache/dse/jax``, or ``$DSE_CACHE_DIR``; ``DSE_CACHE_DIR=``
+    turns it off): a later command of the same structure loads its compiled sweep instead of
+    compiling it again (~1.5-4 s of a sweep's time on a 2-core CPU). Tracing still runs."""
+    import os
+    from pathlib import Path
+
+    import jax
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return  # the user's own choice
+    path = os.environ.get("DSE_CACHE_DIR", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dse" / "jax"))
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+
+
 def main() -> None:
+    _compilation_cache()
     register_configs()
     # The named studies live in ConfigStore; every composition pays for its entries (~20 ms a
     # job), so they are registered only when a command may use or list them.

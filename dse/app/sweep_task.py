@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from dse.app.common import Setup, hydra_overrides, meta
 from dse.core.design import DesignError
-from dse.explore.export import concat_parquet, markdown_table, plot_front, write_csv, write_json, write_parquet, write_text
+from dse.explore.export import markdown_table, plot_front, write_csv, write_json, write_parquet, write_text
 from dse.explore.space import parse_space, validate_knobs
 from dse.explore.sweep import Grid, run_sweep
 
@@ -25,6 +25,28 @@ def flatten_space(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def metric_keys(s: Setup) -> set[str]:
+    """The metric columns of a result row (``result.json`` keys), from the shapes of ``evaluate``."""
+    import jax
+
+    from dse.core.metrics import evaluate
+    return set(jax.eval_shape(lambda: evaluate(s.design, s.hw, s.conv, s.acc)))
+
+
+def check_objectives(objectives: list, available: set[str], field: str = "sweep.objectives") -> None:
+    """Each objective names a column and a direction; else one error listing the nearest keys."""
+    import difflib
+    if not objectives:
+        raise DesignError(f"{field}: empty; give at least one {{key, dir}}, e.g. {{key: tpot_s, dir: min}}")
+    for o in objectives:
+        if o.get("key") not in available:
+            near = difflib.get_close_matches(str(o.get("key")), sorted(available), n=3, cutoff=0.5)
+            raise DesignError(f"{field}: key={o.get('key')!r}: not a result column; "
+                              + (f"did you mean {near}? " if near else "") + "the columns are listed in README 'Output files and columns'")
+        if o.get("dir") not in ("min", "max"):
+            raise DesignError(f"{field}: dir={o.get('dir')!r} for {o['key']!r}: must be 'min' or 'max'")
 
 
 def grid_of(s: Setup) -> Grid:
@@ -44,19 +66,21 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
         raise DesignError(f"sweep.dtype={sw.dtype!r}: must be 'float32' or 'float64'")
     objectives = OmegaConf.to_container(sw.objectives, resolve=True)
     grid = grid_of(s)
+    check_objectives(objectives, metric_keys(s) | {k.key for k in grid.knobs} | {"grid_index"})
     lo, hi = grid.shard_range(sw.shard, sw.num_shards)
     keep = {"all": True, "none": False, "auto": hi - lo <= sw.max_rows}.get(sw.keep_results)
     if keep is None:
         raise DesignError(f"sweep.keep_results={sw.keep_results!r}: must be one of ['all', 'auto', 'none']")
     derive = s.cfg.model.get("d_head") is None and any(k.key in ("model.d_model", "model.n_heads") for k in grid.knobs)
+    knob_keys = {k.key for k in grid.knobs}
+    constants = {k: v for k, v in {**s.inputs(), **meta(hydra_overrides())}.items() if k not in knob_keys}
     t0 = time.perf_counter()
     res = run_sweep(s.design, s.hw, s.acc, s.conv, grid, out_dir=out, objectives=objectives,
                     chunk_size=sw.chunk_size, shard=sw.shard, num_shards=sw.num_shards, keep_rows=keep,
                     fits_only=sw.pareto_fits_only, derive_d_head=derive, dtype=sw.dtype,
-                    progress=sw.progress and not quiet, row_filter=sw.get("filter"))
+                    progress=sw.progress and not quiet, row_filter=sw.get("filter"),
+                    results_path=out / "results.parquet", constants=constants)
     eval_s = time.perf_counter() - t0
-    knob_keys = {k.key for k in grid.knobs}
-    constants = {k: v for k, v in {**s.inputs(), **meta(hydra_overrides())}.items() if k not in knob_keys}
     front = res.front.assign(**constants)
     write_parquet(out / "pareto.parquet", front)
     write_csv(out / "pareto.csv", front)
@@ -64,32 +88,39 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
     show_cols = [k.key for k in grid.knobs] + [k for k in keys if k not in knob_keys] + \
         [k for k in ("tpot_s", "ttft_s") if k not in keys]
     write_text(out / "pareto.md", markdown_table(front, show_cols) + "\n")
-    rows = None
-    if res.results_files:
-        n_rows = concat_parquet(out / "results.parquet", res.results_files, constants)
-        csv_ok = {"always": True, "never": False, "auto": n_rows <= sw.csv_max_rows}[sw.csv]
-        if csv_ok or n_rows <= 200_000:
+    rows, wrote = None, ["pareto.csv", "pareto.md"]
+    if res.rows_written is not None:
+        wrote.append("results.parquet")
+        csv_ok = {"always": True, "never": False, "auto": res.rows_written <= sw.csv_max_rows}[sw.csv]
+        if csv_ok or res.rows_written <= 200_000:
             rows = pd.read_parquet(out / "results.parquet")
         if csv_ok:
             write_csv(out / "results.csv", rows)
+            wrote.append("results.csv")
     if len(keys) >= 2:
         plot_front(out / "pareto.png", rows, front, keys[1], keys[0], color=keys[2] if len(keys) > 2 else None,
                    title=f"{constants.get('model.name', '')} on {constants.get('hardware.name', '')}: "
                          f"{res.valid:,} valid designs", logx=False)
+        wrote.insert(2, "pareto.png")
     summary = {"points": res.points, "valid": res.valid, "pareto_rows": len(front), "chunks_resumed": res.chunks_resumed,
                "shard": sw.shard, "num_shards": sw.num_shards, "eval_and_pareto_s": round(eval_s, 3),
                "total_s": round(time.perf_counter() - t0, 3), "objectives": objectives,
-               "results_kept": bool(res.results_files)}
+               "results_kept": res.rows_written is not None, "results_rows": res.rows_written,
+               "files": wrote}
+    if sw.keep_results == "auto" and not keep:
+        summary["results_not_kept"] = (f"{hi - lo:,} points > sweep.max_rows={sw.max_rows:,}: rows not kept "
+                                       "(the front is exact); sweep.keep_results=all keeps them")
     write_json(out / "sweep.json", summary)
     if not quiet:
         print(f"swept {res.points:,} points ({res.valid:,} valid, {res.chunks_resumed} chunks resumed) in "
-              f"{eval_s:.2f} s; Pareto front: {len(front)} designs "
+              f"{eval_s:.2f} s; Pareto front: {len(front):,} designs "
               f"({', '.join(o['dir'] + ' ' + o['key'] for o in objectives)}; fits in memory only: {sw.pareto_fits_only})")
         print(markdown_table(front, show_cols, max_rows=sw.show))
         if len(front) > sw.show:
-            print(f"... {len(front) - sw.show} more rows in pareto.md")
-        print(f"\nwrote {out}/pareto.csv, pareto.md, pareto.png" + (", results.parquet" if res.results_files else "")
-              + (", results.csv" if (out / "results.csv").exists() else ""))
+            print(f"... {len(front) - sw.show:,} more rows in pareto.md")
+        if "results_not_kept" in summary:
+            print(f"note: {summary['results_not_kept']}")
+        print(f"\nwrote {out}/" + ", ".join(wrote))
     return summary
 
 
@@ -114,3 +145,28 @@ def run_sweep_bench(n_points: int, out_dir) -> tuple[float, int]:
     t = time.perf_counter()
     summary = run_sweep_task(setup(cfg), out, quiet=True)
     return time.perf_counter() - t, summary["points"]
+
+
+def run_sweep_kept_bench(n_points: int, out_dir) -> tuple[float, int, int, int]:
+    """task=sweep keeping every row (``sweep.keep_results=all``) on about ``n_points`` of the issue-16
+    grid (GQA × w bits × KV bits × every batch 1…256 × prompt lengths in steps of 64), whose front
+    has thousands of designs: (seconds, points, rows written, front rows)."""
+    from hydra import compose, initialize_config_dir
+
+    from dse.app.build import resource_dir
+    from dse.app.common import setup
+    from dse.app.schema import register_configs
+
+    register_configs()
+    prompts = max(1, round(n_points / (6 * 3 * 3 * 256)))
+    overrides = ["space=none", "+space.model.n_kv_heads=[32,16,8,4,2,1]", "+space.quant.w_bits=[16,8,4]",
+                 "+space.quant.kv_bits=[16,8,4]", "+space.workload.batch={low: 1, high: 256, integer: true}",
+                 f"+space.workload.prompt_len={{low: 64, high: {64 * prompts}, multiple_of: 64}}",
+                 "sweep.keep_results=all", "sweep.progress=false"]
+    with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    summary = run_sweep_task(setup(cfg), out, quiet=True)
+    return time.perf_counter() - t, summary["points"], summary["results_rows"], summary["pareto_rows"]

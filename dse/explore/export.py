@@ -87,7 +87,27 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_r
     view = df[list(columns)] if columns else df
     if max_rows is not None:
         view = view.head(max_rows)
-    return view.to_markdown(index=False, floatfmt=".4g")
+    if len(view) <= 200:
+        return view.to_markdown(index=False, floatfmt=".4g")
+    return _fast_markdown(view)
+
+
+def _fast_markdown(df: pd.DataFrame) -> str:
+    """A pipe table like ``to_markdown(floatfmt=".4g")`` (no decimal alignment) for long tables: tabulate
+    takes ~0.2 ms a cell."""
+    cols, right = [], []
+    for name in df.columns:
+        v = df[name]
+        numeric = pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v)
+        cells = [f"{x:.4g}" if numeric else str(x) for x in v.tolist()]
+        width = max([len(str(name)) + 2] + [len(c) for c in cells])  # tabulate: MIN_PADDING 2 on headers
+        cols.append((str(name), cells, width))
+        right.append(numeric)
+    head = "| " + " | ".join(n.rjust(w) if r else n.ljust(w) for (n, _, w), r in zip(cols, right)) + " |"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for (_, _, w), r in zip(cols, right)) + "|"
+    body = ["| " + " | ".join(c[i].rjust(w) if r else c[i].ljust(w) for (_, c, w), r in zip(cols, right)) + " |"
+            for i in range(len(df))]
+    return "\n".join([head, rule, *body])
 
 
 def pyplot():
