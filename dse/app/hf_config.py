@@ -383,9 +383,11 @@ def hf_model_fields(path) -> dict:
     if mt not in _READERS:
         raise DesignError(f"model.hf_config={file}: model_type {mt!r} is not supported; supported: {list(SUPPORTED)}")
     top = _Cfg(data, file, mt)
-    for key, part in _UNMODELLED.items():
-        if data.get(key) is not None:
-            _warn(top, f"{key}: the {part} is not modelled (text model only)")
+    parts = [f"the {part} ({key})" for key, part in _UNMODELLED.items() if data.get(key) is not None]
+    if mt in ("llama4", "gemma3") and "vision_config" not in data:
+        parts.insert(0, "the vision tower of this multimodal checkpoint")
+    if parts:
+        _warn(top, f"{', '.join(parts)} not modelled (text model only)")
     if mt in ("llama4", "gemma3"):
         text = data.get("text_config")
         if text is None and mt == "llama4":
