@@ -221,7 +221,8 @@ def _deepseek(cfg: _Cfg) -> dict:
         first, freq = cfg.int("first_k_dense_replace", default=0), max(cfg.int("moe_layer_freq", default=1), 1)
         # transformers' DeepseekV2/V3DecoderLayer: MoE iff layer >= first_k_dense_replace and layer % freq == 0
         n, k = _moe_layout([i >= first and i % freq == 0 for i in range(L)], cfg)
-        out |= {"n_experts": E, "top_k": cfg.int("num_experts_per_tok"), "d_ff_expert": cfg.int("moe_intermediate_size"),
+        out |= {"n_experts": E, "top_k": cfg.int("num_experts_per_tok"),
+                "d_ff_expert": cfg.int("moe_intermediate_size"),
                 "n_shared_experts": cfg.int("n_shared_experts", default=0), "n_dense_layers": n, "moe_every": k,
                 # e_score_correction_bias (E per MoE layer) exists with the aux-loss-free "noaux_tc" routing
                 "router_bias": cfg.get("topk_method", "noaux_tc" if cfg.model_type == "deepseek_v3" else "greedy")
@@ -284,7 +285,8 @@ def _gpt2(cfg: _Cfg) -> dict:
     h = cfg.int("n_embd")
     pos = cfg.int("n_positions", "n_ctx")
     return {"n_layers": cfg.int("n_layer"), "d_model": h, "n_heads": cfg.int("n_head"),
-            "n_kv_heads": cfg.int("n_head"), "d_head": h // cfg.int("n_head"), "d_ff": cfg.int("n_inner", default=4 * h),
+            "n_kv_heads": cfg.int("n_head"), "d_head": h // cfg.int("n_head"),
+            "d_ff": cfg.int("n_inner", default=4 * h),
             "vocab": cfg.int("vocab_size"), "n_positions": pos, "max_context": pos, "gated_mlp": False,
             "tied_embeddings": True, "bias": True, "norm": "layernorm"}
 

@@ -22,8 +22,8 @@ HF = DATA / "hf_configs"
 GPT2 = {"model_type": "gpt2", "activation_function": "gelu_new", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
         "n_layer": 12, "n_positions": 1024, "vocab_size": 50257}
 # huggingface.co/facebook/opt-13b config.json
-OPT13B = {"model_type": "opt", "hidden_size": 5120, "ffn_dim": 20480, "num_hidden_layers": 40, "num_attention_heads": 40,
-          "max_position_embeddings": 2048, "vocab_size": 50272, "do_layer_norm_before": True,
+OPT13B = {"model_type": "opt", "hidden_size": 5120, "ffn_dim": 20480, "num_hidden_layers": 40,
+          "num_attention_heads": 40, "max_position_embeddings": 2048, "vocab_size": 50272, "do_layer_norm_before": True,
           "word_embed_proj_dim": 5120, "activation_function": "relu"}
 # huggingface.co/tiiuae/falcon-7b config.json
 FALCON7B = {"model_type": "falcon", "alibi": False, "bias": False, "hidden_size": 4544, "multi_query": True,
@@ -37,7 +37,8 @@ MISTRAL7B = {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 
 QWEN25_7B = {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "max_position_embeddings": 131072,
              "max_window_layers": 28, "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
              "sliding_window": 131072, "tie_word_embeddings": False, "use_sliding_window": False, "vocab_size": 152064}
-# huggingface.co/deepseek-ai/DeepSeek-V2-Lite config.json; DeepSeek-V2 paper (arXiv 2405.04434) App. B: 15.7B, 2.4B active
+# huggingface.co/deepseek-ai/DeepSeek-V2-Lite config.json; DeepSeek-V2 paper (arXiv 2405.04434) App. B:
+# 15.7B parameters, 2.4B activated
 V2_LITE = {"model_type": "deepseek_v2", "hidden_size": 2048, "intermediate_size": 10944, "kv_lora_rank": 512,
            "q_lora_rank": None, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
            "moe_intermediate_size": 1408, "n_routed_experts": 64, "n_shared_experts": 2, "num_experts_per_tok": 6,
@@ -163,7 +164,8 @@ def test_unsupported_model_type_names_it_and_the_supported_ones(tmp_path):
 
 def test_missing_key_and_bad_file_name_the_file(tmp_path):
     cfg = {k: v for k, v in MISTRAL7B.items() if k != "num_hidden_layers"}
-    with pytest.raises(DesignError, match=r"a\.json: missing required key 'num_hidden_layers' \(model_type 'mistral'\)"):
+    with pytest.raises(DesignError,
+                       match=r"a\.json: missing required key 'num_hidden_layers' \(model_type 'mistral'\)"):
         from_hf_config(write(tmp_path, cfg, "a.json"))
     (tmp_path / "b.json").write_text("{not json")
     with pytest.raises(DesignError, match=r"b\.json: not a readable JSON file"):

@@ -58,8 +58,9 @@ def test_counts_equal_modern_models_csv(row, via):
 #: catalog name -> bundled config.json (verbatim; dse/data/README.md)
 FILES = {"mixtral_8x7b": "mistralai--Mixtral-8x7B-v0.1", "mixtral_8x22b": "mistralai--Mixtral-8x22B-v0.1",
          "deepseek_v3": "deepseek-ai--DeepSeek-V3", "qwen3_30b_a3b": "Qwen--Qwen3-30B-A3B",
-         "qwen3_235b_a22b": "Qwen--Qwen3-235B-A22B", "qwen3_32b": "Qwen--Qwen3-32B", "gpt_oss_20b": "openai--gpt-oss-20b",
-         "gpt_oss_120b": "openai--gpt-oss-120b", "llama4_scout": "meta-llama--Llama-4-Scout-17B-16E-Instruct",
+         "qwen3_235b_a22b": "Qwen--Qwen3-235B-A22B", "qwen3_32b": "Qwen--Qwen3-32B",
+         "gpt_oss_20b": "openai--gpt-oss-20b", "gpt_oss_120b": "openai--gpt-oss-120b",
+         "llama4_scout": "meta-llama--Llama-4-Scout-17B-16E-Instruct",
          "llama4_maverick": "meta-llama--Llama-4-Maverick-17B-128E-Instruct",
          "llama3_1_405b": "meta-llama--Meta-Llama-3.1-405B"}
 
@@ -122,7 +123,8 @@ def test_gemma3_27b_catalog_equals_its_text_config(tmp_path):
     # google/gemma-3-27b-it config.json text_config as published (keys left out take Gemma3TextConfig defaults)
     import json
     cfg = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
-           "text_config": {"head_dim": 128, "hidden_size": 5376, "intermediate_size": 21504, "model_type": "gemma3_text",
+           "text_config": {"head_dim": 128, "hidden_size": 5376, "intermediate_size": 21504,
+                           "model_type": "gemma3_text",
                            "num_attention_heads": 32, "num_hidden_layers": 62, "num_key_value_heads": 16,
                            "query_pre_attn_scalar": 168, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
                            "sliding_window": 1024},
