@@ -269,14 +269,17 @@ def _llama4(cfg: _Cfg) -> dict:
 
 
 def _gemma3(cfg: _Cfg) -> dict:
+    """Gemma 3 and Gemma 2: 4 RMSNorms per layer, tied embeddings, local layers with a few global ones."""
     out = _decoder(cfg)
     L = out["n_layers"]
     local = _layer_types(cfg, L)
+    if local is None and cfg.model_type == "gemma2":
+        local = [not bool(i % 2) for i in range(L)]  # Gemma2DecoderLayer: even layers sliding, odd global
     if local is None:
         p = cfg.int("sliding_window_pattern", "_sliding_window_pattern", default=6)
         local = [bool((i + 1) % p) for i in range(L)]  # Gemma3: every p-th layer global
     out |= _windows(cfg, L, local, cfg.int("sliding_window", default=4096))
-    out |= {"qk_norm": True, "sandwich_norm": True}
+    out |= {"qk_norm": cfg.model_type != "gemma2", "sandwich_norm": True}
     out |= _attn_biases(cfg)
     return out
 
@@ -334,16 +337,17 @@ def _falcon(cfg: _Cfg) -> dict:
 _READERS: dict[str, Callable[[_Cfg], dict]] = {
     "llama": _llama, "mistral": _llama, "mixtral": _llama, "qwen2": _llama, "qwen3": _llama, "qwen3_moe": _llama,
     "deepseek_v2": _deepseek, "deepseek_v3": _deepseek, "gpt_oss": _gpt_oss, "llama4": _llama4,
-    "llama4_text": _llama4, "gemma3": _gemma3, "gemma3_text": _gemma3, "gpt2": _gpt2, "opt": _opt,
+    "llama4_text": _llama4, "gemma2": _gemma3, "gemma3": _gemma3, "gemma3_text": _gemma3, "gpt2": _gpt2, "opt": _opt,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
 }
 SUPPORTED = tuple(sorted(_READERS))
 
-#: class defaults of transformers' Gemma3TextConfig for keys the published gemma-3 configs leave out
+#: class defaults of transformers' configuration classes for keys published configs leave out
 _DEFAULTS = {
     "gemma3_text": {"vocab_size": 262208, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
                     "max_position_embeddings": 131072, "tie_word_embeddings": True, "sliding_window": 4096},
     "llama4_text": {"tie_word_embeddings": False},
+    "gemma2": {"tie_word_embeddings": True},  # Gemma2Config
 }
 #: parts of multimodal configs dse does not model
 _UNMODELLED = {"vision_config": "vision tower", "audio_config": "audio tower", "vision_tower": "vision tower",

@@ -50,6 +50,12 @@ GEMMA3_1B = {"model_type": "gemma3_text", "head_dim": 256, "hidden_size": 1152, 
              "max_position_embeddings": 32768, "num_attention_heads": 4, "num_hidden_layers": 26,
              "num_key_value_heads": 1, "sliding_window": 512, "sliding_window_pattern": 6, "vocab_size": 262144}
 
+# huggingface.co/google/gemma-2-9b config.json; Gemma 2 report (arXiv 2408.00118) Tab. 1: 8,324,201,984
+# non-embedding parameters (its 917,962,752 embedding parameters count the 256,128-token vocabulary)
+GEMMA2_9B = {"model_type": "gemma2", "head_dim": 256, "hidden_size": 3584, "intermediate_size": 14336,
+             "max_position_embeddings": 8192, "num_attention_heads": 16, "num_hidden_layers": 42,
+             "num_key_value_heads": 8, "sliding_window": 4096, "vocab_size": 256000}
+
 
 def write(tmp_path, cfg, name="config.json"):
     p = tmp_path / name
@@ -126,6 +132,14 @@ def test_gemma3_text_top_level_and_layer_types(tmp_path):
     assert a == b
 
 
+def test_gemma2_alternating_window_and_published_count(tmp_path):
+    a = quiet(write(tmp_path, GEMMA2_9B))
+    assert (a.window, a.global_every, a.qk_norm, a.sandwich_norm, a.tied_embeddings) == (4096, 2, False, True, True)
+    c = param_counts(a)
+    assert int(c["params_non_embedding"]) == 8_324_201_984
+    assert int(c["embedding_params"]) == 256_000 * 3584
+
+
 @pytest.mark.parametrize("name,checks", [
     ("meta-llama--Meta-Llama-3.1-8B", {"n_layers": 32, "n_kv_heads": 8, "max_context": 131072}),
     ("mistralai--Mixtral-8x7B-v0.1", {"n_experts": 8, "top_k": 2, "d_ff_expert": 14336, "window": 0}),
@@ -196,6 +210,7 @@ def test_moe_layers_off_pattern_keep_the_count(tmp_path):
     assert a.n_experts == 128 and (48 - a.n_dense_layers) // a.moe_every == 46
 
 
+@pytest.mark.slow
 def test_cli_evaluate_reads_hf_config(tmp_path):
     path = HF / "mistralai--Mixtral-8x7B-v0.1.json"
     run_cli("task=evaluate", f"model.hf_config={path}", f"hydra.run.dir={tmp_path}/ev", cwd=tmp_path)
