@@ -205,6 +205,7 @@ def _llama(cfg: _Cfg) -> dict:
 
 
 def _deepseek(cfg: _Cfg) -> dict:
+    """DeepSeek-V2/V3 and Kimi K2 (DeepseekV3ForCausalLM): latent attention, shared and routed experts."""
     h, H = cfg.int("hidden_size"), cfg.int("num_attention_heads")
     L = cfg.int("num_hidden_layers")
     kv_rank = cfg.int("kv_lora_rank")
@@ -225,7 +226,7 @@ def _deepseek(cfg: _Cfg) -> dict:
                 "d_ff_expert": cfg.int("moe_intermediate_size"),
                 "n_shared_experts": cfg.int("n_shared_experts", default=0), "n_dense_layers": n, "moe_every": k,
                 # e_score_correction_bias (E per MoE layer) exists with the aux-loss-free "noaux_tc" routing
-                "router_bias": cfg.get("topk_method", "noaux_tc" if cfg.model_type == "deepseek_v3" else "greedy")
+                "router_bias": cfg.get("topk_method", "greedy" if cfg.model_type == "deepseek_v2" else "noaux_tc")
                 == "noaux_tc"}
     mtp = cfg.int("num_nextn_predict_layers", default=0)
     if mtp:
@@ -336,7 +337,7 @@ def _falcon(cfg: _Cfg) -> dict:
 #: model_type -> reader; text_config of multimodal wrappers is read as its own model_type
 _READERS: dict[str, Callable[[_Cfg], dict]] = {
     "llama": _llama, "mistral": _llama, "mixtral": _llama, "qwen2": _llama, "qwen3": _llama, "qwen3_moe": _llama,
-    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek, "gpt_oss": _gpt_oss, "llama4": _llama4,
+    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek, "kimi_k2": _deepseek, "gpt_oss": _gpt_oss, "llama4": _llama4,
     "llama4_text": _llama4, "gemma2": _gemma3, "gemma3": _gemma3, "gemma3_text": _gemma3, "gpt2": _gpt2, "opt": _opt,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
 }

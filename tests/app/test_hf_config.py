@@ -149,6 +149,7 @@ def test_gemma2_alternating_window_and_published_count(tmp_path):
     ("meta-llama--Llama-4-Maverick-17B-128E-Instruct",
      {"moe_every": 2, "n_shared_experts": 1, "d_ff": 16384, "attn_chunk": 8192, "global_every": 4, "qk_norm": False}),
     ("deepseek-ai--DeepSeek-V3", {"kv_lora_rank": 512, "q_lora_rank": 1536, "n_dense_layers": 3, "router_bias": True}),
+    ("moonshotai--Kimi-K2-Instruct", {"n_experts": 384, "n_heads": 64, "n_dense_layers": 1, "router_bias": True}),
 ])
 def test_bundled_model_types_map_their_fields(name, checks):
     with warnings.catch_warnings():

@@ -62,7 +62,7 @@ FILES = {"mixtral_8x7b": "mistralai--Mixtral-8x7B-v0.1", "mixtral_8x22b": "mistr
          "gpt_oss_20b": "openai--gpt-oss-20b", "gpt_oss_120b": "openai--gpt-oss-120b",
          "llama4_scout": "meta-llama--Llama-4-Scout-17B-16E-Instruct",
          "llama4_maverick": "meta-llama--Llama-4-Maverick-17B-128E-Instruct",
-         "llama3_1_405b": "meta-llama--Meta-Llama-3.1-405B"}
+         "llama3_1_405b": "meta-llama--Meta-Llama-3.1-405B", "kimi_k2": "moonshotai--Kimi-K2-Instruct"}
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
@@ -94,6 +94,9 @@ PUBLISHED = [
     # Meta "The Llama 4 herd" (2025-04-05) and model card: 17B activated
     ("llama4_maverick", "params_active_with_embedding", 17e9, 1e9, "Llama 4 card: 17B activated"),
     ("llama4_scout", "params_active_with_embedding", 17e9, 1e9, "Llama 4 card: 17B activated"),
+    # Kimi K2 model card (huggingface.co/moonshotai/Kimi-K2-Instruct): 1T total, 32B activated
+    ("kimi_k2", "params", 1e12, 1e12, "Kimi K2 card: 1T total"),
+    ("kimi_k2", "params_active", 32e9, 1e9, "Kimi K2 card: 32B activated"),
     # Gemma 3 technical report (arXiv 2503.19786) Table 1: 25,600M non-embedding parameters of the 27B model
     ("gemma3_27b", "params_non_embedding", 25_600e6, 1e6, "Gemma 3 report Tab. 1: 25,600M non-embedding"),
 ]
