@@ -1,0 +1,60 @@
+"""Prediction intervals: every latency and throughput gets a p10–p90 band from the calibration's
+out-of-sample errors, by regime (``dse/data/prediction_bands.csv``, written by ``task=calibrate``:
+the 10th and 90th percentiles of log(published / predicted) time on rows whose source or model
+family was left out of the fit).
+
+A design's regime is read from its own metrics: more than one GPU → "communication" (collectives
+on the critical path); else "memory-bound" when over half of the time is spent in memory-bound
+operators, "compute-bound" otherwise. A time ``t`` gets ``[t·e^q10, t·e^q90]``; a rate ``r`` gets
+``[r·e^−q90, r·e^−q10]``.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PATH = Path(__file__).resolve().parents[1] / "data" / "prediction_bands.csv"
+TIMES = ("ttft_s", "tpot_s", "e2e_s", "prefill.time_s", "decode.time_s", "generate.time_s")
+RATES = ("tokens_per_s", "decode_tokens_per_s")
+
+
+@functools.lru_cache(maxsize=1)
+def load_bands() -> pd.DataFrame | None:
+    return pd.read_csv(PATH).set_index("regime") if PATH.is_file() else None
+
+
+def write_bands(bands: pd.DataFrame, source: str) -> None:
+    out = bands.assign(source=source)
+    tmp = PATH.with_suffix(".csv.tmp")
+    out.to_csv(tmp, index=False)
+    tmp.replace(PATH)
+    load_bands.cache_clear()
+
+
+def regime_of(m: dict, n_gpus) -> np.ndarray:
+    """The regime of each design (arrays or scalars of metrics)."""
+    pre, gen = np.asarray(m["prefill.time_s"], float), np.asarray(m["generate.time_s"], float)
+    share = (np.asarray(m["prefill.memory_bound_frac"]) * pre + np.asarray(m["decode.memory_bound_frac"]) * gen) \
+        / np.maximum(pre + gen, 1e-30)
+    return np.where(np.asarray(n_gpus) > 1, "communication", np.where(share > 0.5, "memory-bound", "compute-bound"))
+
+
+def with_bands(m: dict, n_gpus) -> dict:
+    """``m`` plus ``<key>_p10`` and ``<key>_p90`` for every latency and rate (scalars or arrays)."""
+    b = load_bands()
+    if b is None:
+        return m
+    reg = regime_of(m, n_gpus)
+    q10 = b.q10.reindex(np.ravel(reg)).values.reshape(np.shape(reg))
+    q90 = b.q90.reindex(np.ravel(reg)).values.reshape(np.shape(reg))
+    out = dict(m)
+    for k in TIMES:
+        if k in m:
+            out[f"{k}_p10"], out[f"{k}_p90"] = np.asarray(m[k]) * np.exp(q10), np.asarray(m[k]) * np.exp(q90)
+    for k in RATES:
+        if k in m:
+            out[f"{k}_p10"], out[f"{k}_p90"] = np.asarray(m[k]) * np.exp(-q90), np.asarray(m[k]) * np.exp(-q10)
+    return out

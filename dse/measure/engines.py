@@ -1,0 +1,85 @@
+"""Engine profiles (``conf/engine/<name>.yaml``): the software terms of a serving engine, fitted by
+``task=calibrate`` to the published measurements of that engine (per-kernel launch and per-step
+overheads, the memory it reserves), and the writer that puts every calibrated value into the
+catalog with its source (the hardware terms per device family, transferred to every device of the
+same vendor and generation).
+"""
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dse.core.design import DesignError
+
+#: the software terms an engine file may set (Hardware fields)
+ENGINE_KEYS = ("kernel_overhead_s", "step_overhead_s", "mem_reserve_bytes", "act_buffer_factor")
+
+
+def engine_dir() -> Path:
+    from dse.app.build import resource_dir
+    return resource_dir("conf") / "engine"
+
+
+def load_engine(name: str) -> dict:
+    """{Hardware field: value} of an engine profile."""
+    path = engine_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise DesignError(f"engine={name!r}: unknown engine; available: {sorted(p.stem for p in engine_dir().glob('*.yaml'))}")
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    return {k: float(v) for k, v in raw.items() if k in ENGINE_KEYS}
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def write_engine(name: str, label: str, values: dict, note: str, directory: Path | None = None) -> Path:
+    path = (directory or engine_dir()) / f"{name}.yaml"
+    lines = [f"# {label}: software terms calibrated by `python -m dse task=calibrate` ({note}).",
+             "# Apply to a device with hardware.<key>=<value> overrides (the catalog carries TensorRT-LLM's).",
+             f"name: {name}"]
+    units = {"kernel_overhead_s": "s per kernel launch", "step_overhead_s": "s per forward step",
+             "mem_reserve_bytes": "bytes held besides weights, KV cache, activations",
+             "act_buffer_factor": "activation buffers, multiples of the peak activation"}
+    lines += [f"{k}: {_fmt(values[k])}  # {units[k]}" for k in ENGINE_KEYS if k in values]
+    _atomic_write(path, "\n".join(lines) + "\n")
+    return path
+
+
+def update_hardware_yaml(path: Path, values: dict, comment: list[str]) -> None:
+    """Set ``values`` in a catalog YAML in place (other keys and comments untouched), replacing the
+    earlier calibration comment block with ``comment``."""
+    text = path.read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith("# Calibration:")]
+    out, seen = [], set()
+    # drop the previous "Efficiency and overheads" comment block (superseded by this calibration)
+    skip = False
+    for ln in lines:
+        if ln.startswith("# Efficiency and overheads"):
+            skip = True
+            continue
+        if skip and ln.startswith("#"):
+            continue
+        skip = False
+        m = re.match(r"^([a-z_0-9]+):", ln)
+        if m and m.group(1) in values:
+            out.append(f"{m.group(1)}: {_fmt(values[m.group(1)])}")
+            seen.add(m.group(1))
+        else:
+            out.append(ln)
+    out += ["# Calibration: " + c for c in comment]
+    out += [f"{k}: {_fmt(v)}" for k, v in values.items() if k not in seen]
+    _atomic_write(path, "\n".join(out) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def stamp() -> str:
+    return str(datetime.date.today())
