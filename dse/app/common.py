@@ -15,7 +15,7 @@ from dse.app.build import build_accuracy, build_conventions, build_design, build
 from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
 from dse.core.design import Design
-from dse.core.hardware import Hardware
+from dse.core.hardware import SYSTEM_FIELDS, Hardware
 from dse.core.metrics import evaluate, phase_tables
 
 #: module-level jits: every job of a process (a basic-launcher multirun) reuses their compilations
@@ -47,7 +47,8 @@ class Setup:
         out["hardware.name"] = hw["name"]
         out["hardware.year"] = hw.get("year")
         for k in ("mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency", "mem_efficiency",
-                  "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency"):
+                  "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency", "step_overhead_s", "mem_reserve_bytes",
+                  "act_buffer_factor", *SYSTEM_FIELDS):
             out[f"hardware.{k}"] = float(hw[k])
         for k, v in hw["peak_flops"].items():
             out[f"hardware.peak_flops.{k}"] = float(v)

@@ -12,6 +12,7 @@ from dse.explore.tables import flat_metrics, ops_frame
 
 def run_evaluate(s: Setup, out: Path) -> dict:
     metrics = flat_metrics(evaluate_jit(s.design, s.hw, s.conv, s.acc))
+    metrics.update(serve_metrics(s))
     row = {**s.inputs(), **metrics, **meta(hydra_overrides())}
     ops = ops_frame(s.design, s.hw, s.conv, tables=phase_tables_jit(s.design, s.hw, s.conv))
     write_json(out / "result.json", row)
@@ -19,6 +20,21 @@ def run_evaluate(s: Setup, out: Path) -> dict:
     print(summary(row, ops))
     print(f"\nwrote {out / 'result.json'} and {out / 'ops.csv'}")
     return row
+
+
+def serve_metrics(s: Setup) -> dict:
+    """The steady-state serving figures of the workload's deployment (dse.core.serving) as ``serve.*`` keys."""
+    from dse.app.build import load_model
+    from dse.core.serving import check_budget, check_draft, serve_jit
+
+    if not s.design.arch.causal:
+        return {}
+    sv = s.cfg.get("serve") or {}
+    if sv.get("gpus") is not None:
+        check_budget(s.design, int(sv["gpus"]))
+    draft = load_model(sv["draft_model"]) if sv.get("draft_model") else None
+    check_draft(s.design.arch, draft)
+    return {f"serve.{k}": v for k, v in flat_metrics(serve_jit(s.design, s.hw, s.conv, draft)).items()}
 
 
 def summary(r: dict, ops: pd.DataFrame) -> str:

@@ -119,6 +119,23 @@ class Workload:
     tp: Array = 1.0
     ep: Array = 1.0  # expert parallelism: routed experts split over ep shards of the MoE group
     attn_dp: Array = 1.0  # attention data parallelism inside the MoE group (tp·attn_dp devices; DeepSeek-V3 serving)
+    # --- deployment (dse.core.serving; README "Serving"): pipeline, replicas, the serving engine
+    pp: Array = 1.0  # pipeline stages (layers split evenly; GPipe, Huang et al. 2019)
+    microbatches: Array = 1.0  # micro-batches the batch is split into on the pipeline
+    prefill_microbatches: Array = 0.0  # micro-batches of the prefill pass; 0: as microbatches (FasterTransformer splits them apart)
+    dp: Array = 1.0  # model replicas (data parallelism)
+    concurrency: Array = 0.0  # running requests per replica under continuous batching; 0: as many as the KV cache holds
+    chunk_tokens: Array = 0.0  # prefill tokens per mixed step (chunked prefill); 0: a whole prompt per step
+    mem_fraction: Array = 0.9  # fraction of device memory the engine may use (vLLM gpu_memory_utilization)
+    kv_block: Array = 16.0  # tokens per KV-cache block (paged attention; vLLM's default 16)
+    prefix_hit: Array = 0.0  # fraction of prompt tokens served from a prefix cache
+    spec_k: Array = 0.0  # speculative decoding: draft tokens per verify step; 0: off
+    spec_alpha: Array = 0.0  # probability that the target accepts a draft token
+    spec_mtp: Array = 0.0  # 1: the draft is the model's own MTP head (one layer); 0: a separate draft model
+    disagg: Array = 0.0  # 1: prefill and decode run on separate pools (the decode pool is tp·pp·dp)
+    prefill_tp: Array = 1.0  # disaggregated: tensor parallelism of one prefill replica
+    prefill_dp: Array = 1.0  # disaggregated: prefill replicas
+    prefill_batch: Array = 1.0  # disaggregated: prompts per prefill step
 
 
 Workload = _register(Workload)
@@ -198,6 +215,32 @@ def _rules(design: Design, xp):
         ("workload.tp", xp.mod(a.d_ff, tp) == 0, "must divide model.d_ff={ff}"),
     ]
     rules += _moe_rules(a, w, xp, pos_int, nonneg_int) + _attention_rules(a, xp, nonneg_int)
+    rules += _deploy_rules(a, w, xp, pos_int, nonneg_int)
+    return rules
+
+
+def _deploy_rules(a: Arch, w: Workload, xp, pos_int, nonneg_int):
+    """Rules of the deployment knobs (pipeline, replicas, serving engine, speculation, pools)."""
+    def flag(x):
+        return (x == 0) | (x == 1)
+
+    h, kv = a.n_heads, a.n_kv_heads
+    rules = [(f"workload.{n}", pos_int(getattr(w, n)), "must be a positive integer")
+             for n in ("pp", "microbatches", "dp", "kv_block", "prefill_tp", "prefill_dp", "prefill_batch")]
+    rules += [(f"workload.{n}", nonneg_int(getattr(w, n)), "must be a non-negative integer")
+              for n in ("concurrency", "chunk_tokens", "spec_k", "prefill_microbatches")]
+    rules += [
+        ("workload.pp", w.pp <= a.n_layers, "must not exceed model.n_layers={L} (each stage holds whole layers)"),
+        ("workload.mem_fraction", (w.mem_fraction > 0) & (w.mem_fraction <= 1), "must be in (0, 1]"),
+        ("workload.prefix_hit", (w.prefix_hit >= 0) & (w.prefix_hit < 1), "must be in [0, 1)"),
+        ("workload.spec_alpha", (w.spec_alpha >= 0) & (w.spec_alpha < 1), "must be in [0, 1)"),
+        ("workload.spec_mtp", flag(w.spec_mtp), "must be 0 (a draft model) or 1 (the model's MTP head)"),
+        ("workload.disagg", flag(w.disagg), "must be 0 (aggregated) or 1 (disaggregated prefill and decode pools)"),
+        ("workload.prefill_tp", xp.mod(h, w.prefill_tp) == 0, "must divide model.n_heads={h}"),
+        ("workload.prefill_tp", (xp.mod(kv, w.prefill_tp) == 0) | (xp.mod(w.prefill_tp, kv) == 0),
+         "must divide model.n_kv_heads={kv} or be a multiple of it"),
+        ("workload.prefill_tp", xp.mod(a.d_ff, w.prefill_tp) == 0, "must divide model.d_ff={ff}"),
+    ]
     return rules
 
 
@@ -257,7 +300,7 @@ def validate_design(design: Design, prefix: str = "") -> Design:
         _fail(prefix + "model.norm", a.norm, "must be one of ['layernorm', 'rmsnorm']")
     concrete = jax.tree.map(lambda x: np.asarray(x, dtype=float), design)
     w = concrete.workload
-    ctx = {"h": _fmt(concrete.arch.n_heads), "kv": _fmt(concrete.arch.n_kv_heads), "ff": _fmt(concrete.arch.d_ff),
+    ctx = {"L": _fmt(concrete.arch.n_layers), "h": _fmt(concrete.arch.n_heads), "kv": _fmt(concrete.arch.n_kv_heads), "ff": _fmt(concrete.arch.d_ff),
            "E": _fmt(concrete.arch.n_experts), "group": _fmt(np.asarray(w.tp) * np.asarray(w.attn_dp))}
     with np.errstate(divide="ignore", invalid="ignore"):
         for field_name, good, rule in _rules(concrete, np):

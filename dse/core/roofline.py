@@ -4,10 +4,9 @@ Per op: ``compute_s = FLOPs / (peak(bits) · flops_efficiency)``, ``memory_s = b
 (mem_bw · mem_efficiency)``; ``time_s = max(compute_s, memory_s)`` (perfect overlap, the lower
 bound) or their sum (no overlap, the upper bound), plus a fixed per-kernel overhead — Williams
 et al. 2009; "How to scale your model" (Austin et al. 2025, roofline chapter) for max vs sum.
-Collectives use the ring all-reduce bandwidth term ``2(p−1)/p · n/β`` (Thakur, Rabenseifner and
-Gropp 2005) plus one latency α per all-reduce (``link_latency``; NCCL's small-message all-reduce
-on NVLink/NVSwitch costs tens of µs nearly independent of p, which a per-ring-step latency
-would overstate at large p).
+Collectives use the two-level interconnect of :mod:`dse.core.interconnect` (a fixed latency α =
+``link_latency`` per collective, a latency per sequential step on the node's link and on the
+network, and the ring/tree bandwidth terms of NCCL's cost model).
 
 ``smooth=True`` replaces every max and every precision step by a smooth function with a
 temperature, for gradients; reported figures use ``smooth=False`` (exact).
@@ -19,9 +18,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dse.core import interconnect
 from dse.core.conventions import Conventions
 from dse.core.hardware import Hardware
-from dse.core.ops import COLLECTIVE, Op
+from dse.core.ops import Op
 
 #: relative temperature of the smooth max: 0 <= smax(a, b) - max(a, b) <= SMOOTH_TEMP · (a + b) / 2
 SMOOTH_TEMP = 0.02
@@ -102,14 +102,10 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
 def collective_time(op: Op, hw: Hardware):
     """Time of one occurrence of ``op``'s collective over ``op.comm_group`` devices (0 if none).
 
-    all-reduce (ring): α + 2(p−1)/p · n/β (Thakur, Rabenseifner and Gropp 2005);
-    all-to-all: α + (p−1)/p · n/β — each device keeps 1/p of its n bytes and sends the rest;
-    point-to-point: α + n/β; all-gather of n bytes in total: α + (p−1)/p · n/β.
+    The two-level interconnect model of :mod:`dse.core.interconnect` (node of ``node_size`` devices
+    on the fast link, a network between nodes; NCCL's ring/tree step counts).
     """
-    p = jnp.maximum(op.comm_group, 1.0)
-    share = jnp.where(op.comm_kind == COLLECTIVE["all_reduce"], 2.0 * (p - 1.0) / p,
-                      jnp.where(op.comm_kind == COLLECTIVE["p2p"], 1.0, (p - 1.0) / p))
-    return jnp.where(op.comm_bytes > 0, hw.link_latency + share * op.comm_bytes / jnp.maximum(hw.link_bw, 1e-30), 0.0)
+    return jnp.where(op.comm_bytes > 0, interconnect.collective_time(op.comm_bytes, op.comm_group, op.comm_kind, hw), 0.0)
 
 
 def uniform_peak_bits(quant, conv: Conventions):
