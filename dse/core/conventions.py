@@ -47,6 +47,11 @@ class Conventions:
     embedding_and_final_norm: bool = True
     #: count the LM head (a decoder's output projection onto the vocabulary).
     lm_head: bool = True
+    #: multi-head latent attention in the absorbed form (W_UK, W_UV folded into q and o; attention
+    #: in the latent) in prefill steps / in decode steps; else expanded (kv_b up-projects every key).
+    #: DeepSeek-V2 App. C; vLLM and SGLang run prefill expanded and decode absorbed.
+    mla_absorb_prefill: bool = False
+    mla_absorb_decode: bool = True
     #: apply the hardware's efficiencies and per-kernel overhead (False: the ideal roofline).
     efficiency: bool = True
     #: peak rule: "operands" = the precision of each op's operands (max of their bits);

@@ -19,7 +19,10 @@ from dse.core.conventions import DEFAULT, Conventions
 from dse.core.design import Arch, Design
 from dse.core.hardware import Hardware
 from dse.core.ops import KV_DEPENDENT, Op, step_ops
+from dse.core.attention import kv_cache_elements
+from dse.core.mlp import expected_experts
 from dse.core.params import param_counts
+from dse.core.pipeline import deployment_metrics, pipelined, prefill_microbatches
 from dse.core.roofline import OpTime, op_times, smooth_max, uniform_peak_bits
 
 #: quadrature nodes of the smooth generation sum
@@ -60,44 +63,85 @@ def phase_tables(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, s
     if a.causal:
         steps["decode"] = (1.0 + 0.0 * w.prompt_len, w.prompt_len)
     for phase, (n_new, kv_len) in steps.items():
-        ops = step_ops(a, q, w.batch, w.tp, n_new, kv_len, conv)
+        # one micro-batch (dse.core.pipeline); the prefill pass may split the batch differently
+        mb = w.batch / (prefill_microbatches(w) if phase == "prefill" else w.microbatches)
+        ops = step_ops(a, q, mb, w.tp, n_new, kv_len, conv, ep=w.ep, attn_dp=w.attn_dp)
         out[phase] = (ops, op_times(ops, hw, w.tp, conv, peak_bits=bits, smooth=smooth))
     return out
+
+
+def _segments(arch, P, n, kind: str):
+    """Σ over the decode steps i < n of F(e_i), e_i the entries attended at step i, as segments.
+
+    Returns three (start, length, multiplicity) triples: Σ_i F(e_i) = Σ mult · Σ_{j<length} F(start + j).
+    Global layers: e_i = P + i. Sliding window W: e_i = min(P + i, W − 1) (an affine run, then a
+    constant). Chunked attention C: e_i = (P + i) mod C (a partial chunk, whole chunks, a partial one).
+    """
+    zero = 0.0 * P
+    if kind == "global":
+        return [(P, n, 1.0 + zero), (zero, zero, zero), (zero, zero, zero)]
+    W, C = jnp.maximum(arch.window, 1.0), jnp.maximum(arch.attn_chunk, 1.0)
+    b = jnp.clip(W - 1.0 - P, 0.0, n)
+    win = [(P, b, 1.0 + zero), (W - 1.0 + zero, 1.0 + zero, n - b), (zero, zero, zero)]
+    e0 = P - C * jnp.floor(P / C)
+    first = jnp.minimum(C - e0, n)
+    full = jnp.floor((n - first) / C)
+    chunk = [(e0, first, 1.0 + zero), (zero, C, full), (zero, n - first - full * C, 1.0 + zero)]
+    glob = [(P, n, 1.0 + zero), (zero, zero, zero), (zero, zero, zero)]
+    pick = lambda x_w, x_c, x_g: jnp.where(arch.window > 0, x_w, jnp.where(arch.attn_chunk > 0, x_c, x_g))  # noqa: E731
+    return [tuple(pick(*vals) for vals in zip(sw, sc, sg)) for sw, sc, sg in zip(win, chunk, glob)]
 
 
 def _generation(design: Design, hw: Hardware, conv: Conventions, first, smooth: bool) -> dict:
     """Exact (or smooth) totals of gen_len decode steps.
 
-    Ops outside KV_DEPENDENT cost the same at every step (n times the first); the attention ops
-    are affine in the KV length, so the step at P+1 gives their slope and the sums close exactly.
+    Ops outside KV_DEPENDENT cost the same at every step (n times the first). The KV-dependent ops
+    are affine in the entries e a step attends (the step at P+1 gives the slope of the global op,
+    shared by its local twin), and e runs through at most three affine segments (``_segments``),
+    so the sums of their max close exactly, piecewise.
     """
     a, q, w = design.arch, design.quant, design.workload
     ops0, t0 = first
-    n = w.gen_len
-    tri = n * (n - 1) / 2
-    flops = n * sum(o.count * o.flops for k, o in ops0.items() if k not in KV_DEPENDENT)
-    nbytes = n * sum(o.count * o.bytes for k, o in ops0.items() if k not in KV_DEPENDENT)
-    time = n * sum(o.count * t0[k].time_s for k, o in ops0.items() if k not in KV_DEPENDENT)
-    ops1 = step_ops(a, q, w.batch, w.tp, 1.0, w.prompt_len + 1.0, conv)
+    n, P = w.gen_len, w.prompt_len
+    fixed_ops = [k for k in ops0 if k not in KV_DEPENDENT]
+    flops = n * sum(ops0[k].count * ops0[k].flops for k in fixed_ops)
+    nbytes = n * sum(ops0[k].count * ops0[k].bytes for k in fixed_ops)
+    time = n * sum(ops0[k].count * t0[k].time_s for k in fixed_ops)
+    batch = w.batch / w.microbatches
+    ops_p = step_ops(a, q, batch, w.tp, 1.0, P, conv, ep=w.ep, attn_dp=w.attn_dp, local_as_global=True)
+    ops_p1 = step_ops(a, q, batch, w.tp, 1.0, P + 1.0, conv, ep=w.ep, attn_dp=w.attn_dp, local_as_global=True)
     kv_ops = [k for k in ops0 if k in KV_DEPENDENT]
-    t1s = op_times({k: ops1[k] for k in kv_ops}, hw, w.tp, conv, peak_bits=uniform_peak_bits(q, conv), smooth=smooth)
+    bits = uniform_peak_bits(q, conv)
+    tp_ = op_times({k: ops_p[k] for k in kv_ops}, hw, w.tp, conv, peak_bits=bits, smooth=smooth)
+    tp1 = op_times({k: ops_p1[k] for k in kv_ops}, hw, w.tp, conv, peak_bits=bits, smooth=smooth)
     for k in kv_ops:
-        o0, o1, t1 = ops0[k], ops1[k], t1s[k]
-        flops = flops + o0.count * (n * o0.flops + (o1.flops - o0.flops) * tri)
-        nbytes = nbytes + o0.count * (n * o0.bytes + (o1.bytes - o0.bytes) * tri)
-        c0, m0, c1, m1 = t0[k].compute_s, t0[k].memory_s, t1.compute_s, t1.memory_s
-        if conv.overlap == "sum":
-            busy = n * (c0 + m0) + (c1 + m1 - c0 - m0) * tri
-            fixed = t0[k].time_s - (c0 + m0)
-        elif smooth:
-            i = (jnp.arange(SMOOTH_NODES) + 0.5) / SMOOTH_NODES * n - 0.5  # midpoint rule
-            busy = n / SMOOTH_NODES * jnp.sum(smooth_max(c0 + (c1 - c0) * i, m0 + (m1 - m0) * i))
-            fixed = t0[k].time_s - smooth_max(c0, m0)
-        else:
-            busy = _sum_max_affine(c0, c1 - c0, m0, m1 - m0, n)
-            fixed = t0[k].time_s - jnp.maximum(c0, m0)
-        time = time + o0.count * (busy + n * fixed)
-    return {"flops": flops * w.tp, "bytes": nbytes * w.tp, "time_s": time}
+        o, o1, t, t1 = ops_p[k], ops_p1[k], tp_[k], tp1[k]
+        c0, m0 = t.compute_s, t.memory_s
+        cs, ms = t1.compute_s - c0, t1.memory_s - m0  # slopes per attended entry
+
+        def busy(start, length):
+            c, m = c0 + cs * (start - P), m0 + ms * (start - P)
+            if conv.overlap == "sum":
+                return length * (c + m) + (cs + ms) * length * (length - 1) / 2
+            if smooth:
+                j = (jnp.arange(SMOOTH_NODES) + 0.5) / SMOOTH_NODES * length - 0.5  # midpoint rule
+                return length / SMOOTH_NODES * jnp.sum(smooth_max(c + cs * j, m + ms * j))
+            return _sum_max_affine(c, cs, m, ms, length)
+
+        def entries(start, length):  # Σ_j (start + j − P): for the affine flops and bytes
+            return length * (start - P) + length * (length - 1) / 2
+
+        segs = _segments(a, P, n, KV_DEPENDENT[k])
+        busy_sum = sum(mult * busy(st, ln) for st, ln, mult in segs)
+        e_sum = sum(mult * entries(st, ln) for st, ln, mult in segs)
+        cnt = ops0[k].count
+        flops = flops + cnt * (n * o.flops + (o1.flops - o.flops) * e_sum)
+        nbytes = nbytes + cnt * (n * o.bytes + (o1.bytes - o.bytes) * e_sum)
+        busy_now = c0 + m0 if conv.overlap == "sum" else (smooth_max(c0, m0) if smooth else jnp.maximum(c0, m0))
+        fixed = t.time_s - busy_now  # launch overhead and any collective: the same every step
+        time = time + cnt * (busy_sum + n * fixed)
+    devices = w.tp * w.attn_dp
+    return {"flops": flops * devices, "bytes": nbytes * devices, "time_s": time}
 
 
 def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
@@ -111,20 +155,23 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     a, q, w = design.arch, design.quant, design.workload
     tables = phase_tables(design, hw, conv, smooth=smooth)
     m: dict = {}
-    pre = _phase(*tables["prefill"], w.tp)
-    # the engine's fixed cost per forward step (host-side scheduling, sampling, synchronization)
-    step = hw.step_overhead_s if conv.efficiency else 0.0
-    pre["time_s"] = pre["time_s"] + step
-    m.update({f"prefill.{k}": v for k, v in pre.items()})
+    pre = _phase(*tables["prefill"], w.tp * w.attn_dp)
     zero = 0.0 * w.prompt_len
     if a.causal:
-        dec = _phase(*tables["decode"], w.tp)
+        dec = _phase(*tables["decode"], w.tp * w.attn_dp)
         gen = _generation(design, hw, conv, tables["decode"], smooth)
-        dec["time_s"] = dec["time_s"] + step
-        gen["time_s"] = gen["time_s"] + w.gen_len * step
     else:  # an encoder has no decode phase
         dec = {"flops": zero, "bytes": zero, "time_s": zero, "memory_bound_frac": zero}
         gen = {"flops": zero, "bytes": zero, "time_s": zero}
+    # pipeline stages and micro-batches (dse.core.pipeline; identity at pp = microbatches = 1)
+    pre, dec, gen = pipelined(design, hw, tables, pre, dec, gen, a.causal)
+    # the engine's fixed cost per forward step (host-side scheduling, sampling, synchronization)
+    step = hw.step_overhead_s if conv.efficiency else 0.0
+    pre["time_s"] = pre["time_s"] + step
+    if a.causal:
+        dec["time_s"] = dec["time_s"] + step
+        gen["time_s"] = gen["time_s"] + w.gen_len * step
+    m.update({f"prefill.{k}": v for k, v in pre.items()})
     m.update({f"decode.{k}": v for k, v in dec.items()})
     m.update({f"generate.{k}": v for k, v in gen.items()})
     n_gen = w.gen_len if a.causal else zero
@@ -139,16 +186,23 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     m["arithmetic_intensity"] = total_flops / total_bytes
 
     counts = param_counts(a)
-    m["params"], m["params_non_embedding"] = counts["params"], counts["params_non_embedding"]
+    for key in ("params", "params_non_embedding", "params_active", "params_active_with_embedding"):
+        m[key] = counts[key]
     vec = 1.0 if conv.vector_weights else 0.0
     weight_bytes = (counts["matrix_params"] + counts["embedding_params"]) * q.w_bits / 8
     vector_bytes = counts["vector_params"] * q.a_bits / 8 * vec
     m["weight_bytes"] = weight_bytes + vector_bytes
-    hkv_dev = jnp.maximum(a.n_kv_heads / w.tp, 1.0)
+    # routed experts are split over the whole MoE group (tp·attn_dp devices), the rest over tp
+    expert_bytes = counts["expert_params"] * q.w_bits / 8
+    weight_dev = (weight_bytes - expert_bytes) / w.tp + expert_bytes / (w.tp * w.attn_dp)
     context = w.prompt_len + n_gen
-    kv_dev = 2 * a.n_layers * w.batch * context * hkv_dev * a.d_head * q.kv_bits / 8 if a.causal else zero
-    kv_all = 2 * a.n_layers * w.batch * context * a.n_kv_heads * a.d_head * q.kv_bits / 8
+    kv_dev = (w.batch / w.attn_dp * kv_cache_elements(a, context, w.tp) * q.kv_bits / 8) if a.causal else zero
+    kv_all = w.batch * kv_cache_elements(a, context) * q.kv_bits / 8
     m["kv_cache_bytes"] = kv_all if a.causal else zero  # the cache's size, replicas not counted
+    m["kv_bytes_per_token"] = m["kv_cache_bytes"] / jnp.maximum(w.batch * context, 1.0)  # mean over the context
+    # expert weights one decode step reads (all devices): the distinct experts a batch of tokens touches
+    touched = expected_experts(a.n_experts, a.top_k, w.batch)
+    m["expert_bytes_per_decode_step"] = expert_bytes * touched / jnp.maximum(a.n_experts, 1.0)
     pre_ops = tables["prefill"][0]
     peak_act = 0.0
     for o in pre_ops.values():
@@ -156,8 +210,11 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     m["peak_activation_bytes"] = peak_act
     # the engine's workspace: a fixed reserve and preallocated activation buffers (dse.measure.calibrate)
     m["workspace_bytes"] = hw.mem_reserve_bytes + hw.act_buffer_factor * peak_act
-    m["memory_bytes"] = weight_bytes / w.tp + vector_bytes + kv_dev + peak_act + m["workspace_bytes"]
+    # a pipeline stage holds 1/pp of the layers: of the weights and of the KV cache (all micro-batches')
+    m["memory_bytes"] = (weight_dev + vector_bytes + kv_dev) / w.pp + peak_act + m["workspace_bytes"]
     m["mem_capacity_bytes"] = hw.mem_capacity + zero
     m["fits_memory"] = m["memory_bytes"] <= hw.mem_capacity
+    m.update(deployment_metrics(design, hw, pre["time_s"], gen["time_s"],
+                                jnp.where(n_gen > 0, w.batch * n_gen, w.batch * w.prompt_len)))
     m.update(accuracy_terms(a, q, counts["params"], acc if acc is not None else AccuracyParams()))
     return m

@@ -88,7 +88,7 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
         # streaming the KV cache is ordinary memory traffic
         eff_f = eff_f * jnp.where(op.attention > 0, hw.attn_efficiency, 1.0)
     peak = peak_flops(hw, op.bits, smooth=smooth) if peak is None else peak
-    compute = op.flops / (peak * eff_f)
+    compute = op.flops / (peak * eff_f) * op.load  # load: the busiest device's share (expert imbalance)
     memory = op.bytes / (hw.mem_bw * eff_m)
     comm = collective_time(op, hw)
     if conv.overlap == "sum":
