@@ -64,12 +64,22 @@ class HardwareConfig:
     mem_capacity: float = 80e9  # bytes
     peak_flops: PeakFlopsConfig = field(default_factory=PeakFlopsConfig)
     link_bw: float = 0.0  # bytes/s per direction
-    link_latency: float = 0.0  # s per collective step
+    link_latency: float = 0.0  # s per collective (fixed: launch and synchronization)
     flops_efficiency: float = 1.0
     mem_efficiency: float = 1.0
     kernel_overhead_s: float = 0.0
     gemm_half_tokens: float = 0.0  # weight matmuls on T rows reach flops_efficiency·T/(T + this)
     attn_efficiency: float = 1.0  # attention kernels' fraction of the roofline
+    node_size: int = 8  # devices per node on the fast link (link_bw); larger groups cross the network
+    link_hop_latency: float = 0.0  # s per sequential step of a collective inside a node
+    net_bw: float = 0.0  # bytes/s per device, one direction, between nodes (0: no network)
+    net_latency: float = 0.0  # s per sequential step of a collective across the network
+    power_idle_w: float = 0.0  # W per device while idle
+    power_busy_w: float = 0.0  # W per device while running (0: unknown, j_per_token = 0)
+    usd_per_hour: float = 0.0  # USD per device-hour (0: unknown, usd_per_mtok = 0)
+    step_overhead_s: float = 0.0  # the engine's fixed cost per forward step (s)
+    mem_reserve_bytes: float = 0.0  # memory the engine holds besides weights, cache, activations (bytes)
+    act_buffer_factor: float = 0.0  # preallocated activation buffers, multiples of the peak activation
     ideal: bool = False  # true: efficiency 1 and no overhead (the ideal roofline)
 
 
@@ -80,12 +90,17 @@ class QuantConfig:
     kv_bits: float = 16.0
 
 
-@dataclass
-class WorkloadConfig:
-    batch: int = 1
-    prompt_len: int = 512
-    gen_len: int = 128
-    tp: int = 1
+def _workload_schema():
+    """``workload.*`` keys generated from the Workload pytree: integer counts, except the fractions."""
+    from dse.core.design import Workload
+
+    real = {"mem_fraction", "prefix_hit", "spec_alpha"}
+    return dataclasses.make_dataclass("WorkloadConfig", [
+        (f.name, float if f.name in real else int, (float if f.name in real else int)(f.default))
+        for f in dataclasses.fields(Workload)])
+
+
+WorkloadConfig = _workload_schema()
 
 
 def _conventions_schema():
@@ -147,6 +162,29 @@ class TaskConfig:
 
 
 @dataclass
+class ServeConfig:
+    """task=serve (README "Serving"): the device budget, request lengths, SLOs and the searched values."""
+    gpus: Optional[int] = None  # device budget (task=serve: 8 when unset; task=evaluate: the layout must use exactly this many)
+    isl: int = 2048  # input tokens per request
+    osl: int = 256  # output tokens per request
+    ttft_max_s: float = 2.0
+    tpot_max_s: float = 0.05
+    target_rps: float = 0.0  # > 0: report the fewest devices that serve this many requests/s within the SLOs
+    draft_model: Optional[str] = None  # a catalog model as the speculative draft (else the model's MTP head)
+    spec_alpha: float = 0.7  # acceptance rate of a draft token
+    top: int = 10  # rows of the printed table
+    tp: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    pp: list = field(default_factory=lambda: [1, 2, 4, 8])
+    concurrency: list = field(default_factory=lambda: [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
+    chunk_tokens: list = field(default_factory=lambda: [0, 256, 512, 1024, 2048, 4096, 8192])
+    w_bits: list = field(default_factory=lambda: [16, 8, 4])
+    kv_bits: list = field(default_factory=lambda: [16, 8, 4])
+    spec_k: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    prefill_batch: list = field(default_factory=lambda: [1, 2, 4, 8])
+    modes: list = field(default_factory=lambda: ["aggregated", "disaggregated"])
+
+
+@dataclass
 class DseConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
@@ -159,6 +197,7 @@ class DseConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     optimize: dict = field(default_factory=dict)  # task=optimize options (conf/optimize)
     smooth: bool = False
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 SCHEMAS = {"model": ModelConfig, "hardware": HardwareConfig, "quant": QuantConfig,
