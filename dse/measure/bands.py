@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 PATH = Path(__file__).resolve().parents[1] / "data" / "prediction_bands.csv"
-TIMES = ("ttft_s", "tpot_s", "e2e_s", "prefill.time_s", "decode.time_s", "generate.time_s")
-RATES = ("tokens_per_s", "decode_tokens_per_s")
+#: the last part of a latency key (``ttft_s``, ``prefill.time_s``, ``serve.tpot_s``, ...) and of a rate key
+TIMES_LAST = ("ttft_s", "tpot_s", "e2e_s", "time_s")
+RATES_LAST = ("tokens_per_s", "decode_tokens_per_s", "tokens_per_s_per_gpu", "tokens_per_s_per_user",
+              "tokens_per_s_per_device")
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,8 +44,17 @@ def regime_of(m: dict, n_gpus) -> np.ndarray:
     return np.where(np.asarray(n_gpus) > 1, "communication", np.where(share > 0.5, "memory-bound", "compute-bound"))
 
 
+def _is_time(key: str) -> bool:
+    return key.split(".")[-1] in TIMES_LAST
+
+
+def _is_rate(key: str) -> bool:
+    return key.split(".")[-1] in RATES_LAST
+
+
 def with_bands(m: dict, n_gpus) -> dict:
-    """``m`` plus ``<key>_p10`` and ``<key>_p90`` for every latency and rate (scalars or arrays)."""
+    """``m`` plus ``<key>_p10`` and ``<key>_p90`` for every latency and rate (scalars or arrays),
+    ``serve.*`` keys included (a float per key where ``m`` holds scalars)."""
     b = load_bands()
     if b is None:
         return m
@@ -51,10 +62,16 @@ def with_bands(m: dict, n_gpus) -> dict:
     q10 = b.q10.reindex(np.ravel(reg)).values.reshape(np.shape(reg))
     q90 = b.q90.reindex(np.ravel(reg)).values.reshape(np.shape(reg))
     out = dict(m)
-    for k in TIMES:
-        if k in m:
-            out[f"{k}_p10"], out[f"{k}_p90"] = np.asarray(m[k]) * np.exp(q10), np.asarray(m[k]) * np.exp(q90)
-    for k in RATES:
-        if k in m:
-            out[f"{k}_p10"], out[f"{k}_p90"] = np.asarray(m[k]) * np.exp(-q90), np.asarray(m[k]) * np.exp(-q10)
+    scalar = np.ndim(reg) == 0
+    cast = (lambda x: float(x)) if scalar else (lambda x: x)  # noqa: E731
+    for k, v in m.items():
+        if isinstance(v, (bool, np.bool_)) or k.endswith(("_p10", "_p90")):
+            continue
+        if _is_time(k):
+            lo, hi = np.exp(q10), np.exp(q90)
+        elif _is_rate(k):
+            lo, hi = np.exp(-q90), np.exp(-q10)
+        else:
+            continue
+        out[f"{k}_p10"], out[f"{k}_p90"] = cast(np.asarray(v) * lo), cast(np.asarray(v) * hi)
     return out

@@ -38,9 +38,9 @@ def _fmt(v: float) -> str:
 
 def write_engine(name: str, label: str, values: dict, note: str, directory: Path | None = None) -> Path:
     path = (directory or engine_dir()) / f"{name}.yaml"
-    lines = [f"# {label}: software terms calibrated by `python -m dse task=calibrate` ({note}).",
-             "# Apply to a device with hardware.<key>=<value> overrides (the catalog carries TensorRT-LLM's).",
-             f"name: {name}"]
+    lines = ["# @package hardware",
+             f"# {label}: software terms calibrated by `python -m dse task=calibrate` ({note}).",
+             f"# `+engine={name}` puts them on the selected hardware (whose catalog values are TensorRT-LLM's)."]
     units = {"kernel_overhead_s": "s per kernel launch", "step_overhead_s": "s per forward step",
              "mem_reserve_bytes": "bytes held besides weights, KV cache, activations",
              "act_buffer_factor": "activation buffers, multiples of the peak activation"}
