@@ -3,7 +3,7 @@
 It reads files, not memory, so it works with any launcher (basic, joblib, submitit, ray): each
 job writes ``result.json`` (task=evaluate) or ``pareto.parquet`` (task=sweep, one shard each).
 At the multirun root it writes ``results.csv``/``results.parquet`` (one row per job) and
-``pareto.csv``/``pareto.md``, the exact front of the union.
+``pareto.csv``/``pareto.md``, the exact front of the union, and ``report.html`` (the explorer).
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def aggregate(root: Path, objectives: list[dict], fits_only: bool = True) -> dic
         varying = [c for c in union.columns if c.startswith(inputs) and union[c].nunique(dropna=False) > 1]
         write_text(root / "pareto.md", markdown_table(front, list(dict.fromkeys(varying + keys))) + "\n")
         out["pareto_rows"] = len(front)
+        from dse.app.report_task import multirun_report
+        out["report"] = str(multirun_report(root, objectives))
     return out
 
 

@@ -27,6 +27,14 @@ def register_studies() -> None:
 
 
 def run(cfg: DictConfig):
+    """Run one job, then write its report.html (one per multirun, at the root, instead of per job)."""
+    result = _dispatch(cfg)
+    from dse.app.report_task import write_task_report
+    write_task_report(cfg)
+    return result
+
+
+def _dispatch(cfg: DictConfig):
     """Dispatch one job; bad input exits non-zero with one line naming the field, value and rule."""
     from dse.app.common import output_dir, setup
 

@@ -31,6 +31,7 @@ def test_trends_task_writes_files(make_cfg, tmp_path, monkeypatch):
     # the decode batch that turns the weight matmuls compute-bound tracks the ridge point
     assert (ridge.decode_compute_bound_batch / ridge.ridge_flops_per_byte).between(0.7, 1.3).all()
     assert (tmp_path / "trends.png").stat().st_size > 0
+    assert "Ridge point of the catalog" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_casestudy_reproduces_the_survey_and_the_decoder_gap(make_cfg, tmp_path, monkeypatch):
@@ -55,6 +56,8 @@ def test_casestudy_reproduces_the_survey_and_the_decoder_gap(make_cfg, tmp_path,
     rem = pd.read_csv(tmp_path / "remedies.csv")
     llama = rem[rem.model == "llama2_7b"].set_index("change")
     assert llama.loc["4-bit weights (W4A16)", "tpot_speedup"] > 1.5  # weights dominate decode traffic
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Case study: arithmetic_intensity" in page and "survey_comparison.csv" in page
 
 
 def test_casestudy_follows_model(make_cfg, tmp_path, monkeypatch):
