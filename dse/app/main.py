@@ -14,7 +14,7 @@ from dse.app.build import resource_dir
 from dse.app.schema import register_configs
 from dse.core.design import DesignError
 
-TASKS = ("evaluate", "sweep", "optimize", "validate", "trends", "casestudy")
+TASKS = ("evaluate", "sweep", "optimize", "validate", "trends", "casestudy", "serve")
 
 
 def register_studies() -> None:
@@ -60,6 +60,9 @@ def _dispatch(cfg: DictConfig):
         if name == "validate":
             from dse.app.validate_task import run_validate
             return run_validate(s, out)
+        if name == "serve":
+            from dse.app.serve_task import run_serve
+            return run_serve(s, out)
         from dse.app.paper_tasks import run_casestudy
         return run_casestudy(s, out)
     except DesignError as e:
