@@ -82,6 +82,8 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
                     results_path=out / "results.parquet", constants=constants)
     eval_s = time.perf_counter() - t0
     front = res.front.assign(**constants)
+    from dse.measure.bands import with_bands_frame
+    front = with_bands_frame(front)  # p10-p90 bands of every latency and rate (README, Accuracy)
     write_parquet(out / "pareto.parquet", front)
     write_csv(out / "pareto.csv", front)
     keys = [o["key"] for o in objectives]

@@ -75,3 +75,17 @@ def with_bands(m: dict, n_gpus) -> dict:
             continue
         out[f"{k}_p10"], out[f"{k}_p90"] = cast(np.asarray(v) * lo), cast(np.asarray(v) * hi)
     return out
+
+
+def with_bands_frame(df):
+    """A results DataFrame (sweep rows, a Pareto front) with ``<key>_p10`` and ``<key>_p90`` columns."""
+    need = ("prefill.time_s", "generate.time_s", "prefill.memory_bound_frac", "decode.memory_bound_frac")
+    if load_bands() is None or df.empty or not all(k in df for k in need):
+        return df
+    n = 1.0
+    for k in ("workload.tp", "workload.pp"):
+        if k in df:
+            n = n * df[k].astype(float).values
+    cols = {k: df[k].values for k in df.columns if _is_time(k) or _is_rate(k) or k in need}
+    extra = {k: v for k, v in with_bands(cols, n).items() if k.endswith(("_p10", "_p90")) and k not in df}
+    return df.assign(**extra)
