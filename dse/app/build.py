@@ -13,7 +13,8 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from dse.app.schema import SCHEMAS
-from dse.core.accuracy import AccuracyParams, fit_bits_penalty, fit_gqa_penalty
+from dse.core.accuracy import (AccuracyParams, fit_bits_penalty, fit_gqa_penalty, fit_mla_gain, fit_moe_phi,
+                               fit_window_penalty)
 from dse.core.conventions import Conventions
 from dse.core.design import Design, DesignError, Quant, Workload, make_arch, validate_design
 from dse.core.hardware import SYSTEM_FIELDS, Hardware, ideal, make_hardware, validate_hardware
@@ -133,7 +134,56 @@ def build_accuracy(acc: Mapping[str, Any]) -> AccuracyParams:
         kw["gqa_c"], kw["gqa_p"] = fit_gqa_penalty(heads / float(g["gqa_groups"]), float(g["gqa"]),
                                                    heads, float(g["mqa"]), float(g["mha"]))
         kw["gqa_score_ref"] = float(g["mha"])
+    kw.update(_arch_accuracy(a))
     return AccuracyParams(**kw)
+
+
+def _arch_accuracy(a: Mapping[str, Any]) -> dict:
+    """φ of the MoE term, (c, p, x_max) of the MLA gain, c of the window penalty (core/accuracy.py)."""
+    kw = {}
+
+    def num(where, v):
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)):
+            raise DesignError(f"accuracy.{where}={v}: must be a positive number")
+        return float(v)
+
+    pts = a.get("moe_points") or []
+    if pts:
+        rows = [(num(f"moe_points[{i}].total", r.get("total")), num(f"moe_points[{i}].active", r.get("active")),
+                 num(f"moe_points[{i}].dense", r.get("dense"))) for i, r in enumerate(pts)]
+        for i, (t, act, _) in enumerate(rows):
+            if not act < t:
+                raise DesignError(f"accuracy.moe_points[{i}].active={act}: must be below total={t}")
+        kw["moe_phi"] = min(max(fit_moe_phi(rows), 0.0), 1.0)
+    m = a.get("mla_scores") or {}
+    if m:
+        gains = []
+        for i, r in enumerate(m.get("points") or []):
+            ratio = num(f"mla_scores.points[{i}].kv_mha", r.get("kv_mha")) / num(
+                f"mla_scores.points[{i}].kv_mla", r.get("kv_mla"))
+            mha = [num(f"mla_scores.points[{i}].mha", v) for v in r.get("mha") or []]
+            mla = [num(f"mla_scores.points[{i}].mla", v) for v in r.get("mla") or []]
+            if not mha or len(mha) != len(mla):
+                raise DesignError(f"accuracy.mla_scores.points[{i}]: needs as many mla as mha scores (and some)")
+            s_mha, s_mla = sum(mha) / len(mha), sum(mla) / len(mla)
+            gains.append((ratio, (s_mla - s_mha) / s_mha))
+        if len(gains) != 2:
+            raise DesignError(f"accuracy.mla_scores.points: {len(gains)} points; the fit needs exactly 2")
+        (r1, g1), (r2, g2) = sorted(gains)
+        kw["mla_c"], kw["mla_p"] = fit_mla_gain(r1, g1, r2, g2)
+        kw["mla_x_max"] = math.log2(r2)
+    w = a.get("window_ppl") or {}
+    if w:
+        context = num("window_ppl.context", w.get("context"))
+        p = num("window_ppl.p", w.get("p", 2.0))
+        ppl = {float(k): num(f"window_ppl.ppl[{k}]", v) for k, v in (w.get("ppl") or {}).items()}
+        ref = num("window_ppl.ref_window", w.get("ref_window"))
+        if ref not in ppl or len(ppl) < 2:
+            raise DesignError(f"accuracy.window_ppl.ref_window={ref}: needs its perplexity and a smaller window's")
+        kw["window_c"] = fit_window_penalty(ppl, ref, num("window_ppl.local_fraction", w.get("local_fraction")),
+                                            context, p)
+        kw["window_p"], kw["window_context"] = p, context
+    return kw
 
 
 def load_model(name: str):

@@ -128,6 +128,10 @@ class AccuracyConfig:
     kv_delta_ppl: float = 0.1
     kv_delta_bits: float = 3.0
     gqa_scores: dict = field(default_factory=dict)  # {mha: 47.2, gqa: 47.1, mqa: 46.6, n_heads: 64, gqa_groups: 8}
+    # issue 11 architecture terms (sources in conf/accuracy/*.yaml; fits in dse/app/build.py _arch_accuracy)
+    moe_points: list = field(default_factory=list)  # [{total, active, dense}, ...] iso-data MoE vs dense comparisons
+    mla_scores: dict = field(default_factory=dict)  # {points: [{kv_mha, kv_mla, mha: [...], mla: [...]}, 2 of them]}
+    window_ppl: dict = field(default_factory=dict)  # {context, local_fraction, ref_window, p, ppl: {window: ppl}}
 
 
 @dataclass
