@@ -32,7 +32,12 @@ def metric_keys(s: Setup) -> set[str]:
     import jax
 
     from dse.core.metrics import evaluate
-    return set(jax.eval_shape(lambda: evaluate(s.design, s.hw, s.conv, s.acc)))
+    from dse.core.serving import SERVE_KNOBS, serve
+    keys = set(jax.eval_shape(lambda: evaluate(s.design, s.hw, s.conv, s.acc)))
+    space = OmegaConf.to_container(s.cfg.space, resolve=True) if s.cfg.get("space") else {}
+    if SERVE_KNOBS & set(flatten_space(space)):  # dse.explore.sweep adds the steady-state serve.* columns
+        keys |= {f"serve.{k}" for k in jax.eval_shape(lambda: serve(s.design, s.hw, s.conv))}
+    return keys
 
 
 def check_objectives(objectives: list, available: set[str], field: str = "sweep.objectives") -> None:

@@ -68,6 +68,11 @@ from dse.core.roofline import op_times, uniform_peak_bits
 
 _TINY = 1e-30
 
+#: workload knobs that only the steady-state serving model reads (a sweep over one adds serve.* columns)
+SERVE_KNOBS = frozenset(f"workload.{k}" for k in (
+    "concurrency", "chunk_tokens", "mem_fraction", "kv_block", "prefix_hit", "spec_k", "spec_alpha", "spec_mtp",
+    "disagg", "prefill_tp", "prefill_dp", "prefill_batch"))
+
 
 def spec_tokens_per_step(k, alpha):
     """Expected tokens per verify step with ``k`` drafts accepted i.i.d. with probability α: Σ_{i=0}^{k} α^i."""

@@ -27,6 +27,7 @@ from dse.core.conventions import Conventions
 from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
 from dse.core.metrics import evaluate
+from dse.core.serving import SERVE_KNOBS, serve
 from dse.explore.export import write_parquet, write_text
 from dse.explore.pareto import _dominated_by, merge_fronts, objective_matrix, pareto_front
 from dse.explore.space import Knob, set_knob
@@ -81,6 +82,8 @@ def _point(index, values, strides, sizes, design, hw, acc, conv, keys, derive_d_
     d = jax.tree.map(lambda x: jnp.asarray(x, dtype), d)
     h = jax.tree.map(lambda x: jnp.asarray(x, dtype), h)
     m = evaluate(d, h, conv, acc)
+    if any(k in SERVE_KNOBS for k in keys):  # a serving knob is swept: add the steady-state serve.* columns
+        m.update({f"serve.{k}": v for k, v in serve(d, h, conv).items()})
     valid = is_valid(d)
     if derive_d_head:
         valid = valid & (jnp.mod(d.arch.d_model, d.arch.n_heads) == 0)

@@ -44,3 +44,16 @@ def test_serve_rejects_a_budget_no_layout_uses(make_cfg, tmp_path):
                    "serve.modes=[aggregated]")
     with pytest.raises(DesignError, match=r"serve\.gpus=3: no layout"):
         run_serve(setup(cfg), tmp_path, quiet=True)
+
+
+def test_serving_knobs_sweep_with_serve_columns(make_cfg, tmp_path):
+    from dse.app.sweep_task import run_sweep_task
+    cfg = make_cfg("task=sweep", "space=none", "model=llama2_7b", "+space.workload.chunk_tokens=[0,256]",
+                   "+space.workload.pp=[1,2]", "workload.prompt_len=2048", "workload.gen_len=256",
+                   "sweep.objectives=[{key: serve.tokens_per_s_per_gpu, dir: max}, {key: serve.tokens_per_s_per_user, dir: max}]")
+    run_sweep_task(setup(cfg), tmp_path, quiet=True)
+    rows = pd.read_csv(tmp_path / "results.csv")
+    assert len(rows) == 4 and {"serve.ttft_s", "serve.tpot_s", "serve.j_per_token", "pipeline_bubble"} <= set(rows.columns)
+    # a chunk budget trades throughput per GPU for tokens/s per user (Sarathi-Serve's point)
+    one = rows[rows["workload.pp"] == 1].set_index("workload.chunk_tokens")
+    assert one.loc[256, "serve.tokens_per_s_per_user"] > one.loc[0, "serve.tokens_per_s_per_user"]
