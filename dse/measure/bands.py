@@ -6,7 +6,7 @@ family was left out of the fit).
 A design's regime is read from its own metrics: more than one GPU → "communication" (collectives
 on the critical path); else "memory-bound" when over half of the time is spent in memory-bound
 operators, "compute-bound" otherwise. A time ``t`` gets ``[t·e^q10, t·e^q90]``; a rate ``r`` gets
-``[r·e^−q90, r·e^−q10]``.
+``[r·e^−q90, r·e^−q10]``; ``memory_bytes`` gets the "memory use" band (FasterTransformer's reported GB).
 """
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ def with_bands(m: dict, n_gpus) -> dict:
     for k, v in m.items():
         if isinstance(v, (bool, np.bool_)) or k.endswith(("_p10", "_p90")):
             continue
-        if _is_time(k):
+        if k.split(".")[-1] == "memory_bytes" and "memory use" in b.index:  # the engines' reported memory
+            lo, hi = np.exp(b.q10["memory use"]), np.exp(b.q90["memory use"])
+        elif _is_time(k):
             lo, hi = np.exp(q10), np.exp(q90)
         elif _is_rate(k):
             lo, hi = np.exp(-q90), np.exp(-q10)
