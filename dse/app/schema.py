@@ -185,6 +185,7 @@ class ServeConfig:
     kv_bits: list = field(default_factory=lambda: [16, 8, 4])
     spec_k: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
     prefill_batch: list = field(default_factory=lambda: [1, 2, 4, 8])
+    prefill_w_bits: list = field(default_factory=lambda: [0])  # prefill pool weight bits (0: as the decode pool)
     modes: list = field(default_factory=lambda: ["aggregated", "disaggregated"])
 
 

@@ -23,9 +23,10 @@ def serve_grid(cfg) -> ServeGrid:
     kw = {"gpus": int(sv["gpus"] if sv["gpus"] is not None else 8)}
     if kw["gpus"] < 1:
         raise DesignError(f"serve.gpus={sv['gpus']}: must be a positive integer")
-    for key in ("tp", "pp", "concurrency", "chunk_tokens", "w_bits", "kv_bits", "spec_k", "prefill_batch"):
+    for key in ("tp", "pp", "concurrency", "chunk_tokens", "w_bits", "kv_bits", "spec_k", "prefill_batch",
+                "prefill_w_bits"):
         vals = sv[key]
-        low = 0 if key in ("concurrency", "chunk_tokens", "spec_k") else 1
+        low = 0 if key in ("concurrency", "chunk_tokens", "spec_k", "prefill_w_bits") else 1
         if not vals or any(not isinstance(v, (int, float)) or v < low or v != int(v) for v in vals):
             raise DesignError(f"serve.{key}={vals}: must be a non-empty list of integers >= {low}")
         kw[key] = tuple(int(v) for v in vals)

@@ -136,6 +136,8 @@ class Workload:
     prefill_tp: Array = 1.0  # disaggregated: tensor parallelism of one prefill replica
     prefill_dp: Array = 1.0  # disaggregated: prefill replicas
     prefill_batch: Array = 1.0  # disaggregated: prompts per prefill step
+    prefill_w_bits: Array = 0.0  # disaggregated: weight bits of the prefill pool; 0: quant.w_bits
+    prefill_a_bits: Array = 0.0  # disaggregated: activation bits of the prefill pool; 0: quant.a_bits
 
 
 Workload = _register(Workload)
@@ -232,6 +234,10 @@ def _deploy_rules(a: Arch, w: Workload, xp, pos_int, nonneg_int):
     rules += [
         ("workload.pp", w.pp <= a.n_layers, "must not exceed model.n_layers={L} (each stage holds whole layers)"),
         ("workload.mem_fraction", (w.mem_fraction > 0) & (w.mem_fraction <= 1), "must be in (0, 1]"),
+        ("workload.prefill_w_bits", (w.prefill_w_bits == 0) | ((w.prefill_w_bits >= 1) & (w.prefill_w_bits <= 32)),
+         "must be 0 (as quant.w_bits) or a number of bits in [1, 32]"),
+        ("workload.prefill_a_bits", (w.prefill_a_bits == 0) | ((w.prefill_a_bits >= 1) & (w.prefill_a_bits <= 32)),
+         "must be 0 (as quant.a_bits) or a number of bits in [1, 32]"),
         ("workload.prefix_hit", (w.prefix_hit >= 0) & (w.prefix_hit < 1), "must be in [0, 1)"),
         ("workload.spec_alpha", (w.spec_alpha >= 0) & (w.spec_alpha < 1), "must be in [0, 1)"),
         ("workload.spec_mtp", flag(w.spec_mtp), "must be 0 (a draft model) or 1 (the model's MTP head)"),

@@ -32,7 +32,8 @@ every stage busy; a request advances once per round of the pipeline (``cycle``).
 
 **Disaggregated** (DistServe, Zhong et al. 2024; Splitwise, Patel et al. 2024): ``prefill_dp``
 replicas of ``prefill_tp`` devices prefill ``prefill_batch`` prompts per step; the decode pool is
-``dp`` replicas of ``tp · attn_dp · pp`` devices running ``B`` requests; each request's KV cache
+``dp`` replicas of ``tp · attn_dp · pp`` devices running ``B`` requests (each pool at its own
+precision: ``prefill_w_bits``/``prefill_a_bits``, 0 = the model's); each request's KV cache
 (``P`` tokens of every layer) moves from a prefill to a decode replica over the network (or the
 node's link when the whole deployment fits in one node). The system's request rate is the
 slower pool's, ``min(R_prefill, R_decode)``; ``disagg_balance = R_prefill / R_decode`` (1:
@@ -116,6 +117,14 @@ def _time(ops, hw, tp, quant, conv, pp=1.0):
     return (total - once) / pp + once, act
 
 
+def prefill_quant(design: Design):
+    """The prefill pool's precision: ``prefill_w_bits``/``prefill_a_bits`` where set, else the model's
+    (the KV cache keeps ``quant.kv_bits``: it moves to the decode pool as it is)."""
+    q, w = design.quant, design.workload
+    return dataclasses.replace(q, w_bits=jnp.where(w.prefill_w_bits > 0, w.prefill_w_bits, q.w_bits),
+                               a_bits=jnp.where(w.prefill_a_bits > 0, w.prefill_a_bits, q.a_bits))
+
+
 def _step(design, tp, batch, q, kv_len, conv, attn_dp=1.0):
     a, qz, w = design.arch, design.quant, design.workload
     return step_ops(a, qz, batch, tp, q, kv_len, conv, ep=w.ep, attn_dp=attn_dp)
@@ -179,8 +188,9 @@ def serve(design: Design, hw: Hardware, conv: Conventions = DEFAULT, draft: Arch
 
     # --- disaggregated: the prefill pool and the KV transfer
     ptp = w.prefill_tp
-    p_ops = _step(design, ptp, w.prefill_batch, P, w.prefix_hit * isl, conv)
-    t_pre, _ = _time(p_ops, hw, ptp, qz, conv)
+    pq = prefill_quant(design)
+    p_ops = step_ops(a, pq, w.prefill_batch, ptp, P, w.prefix_hit * isl, conv, ep=w.ep)
+    t_pre, _ = _time(p_ops, hw, ptp, pq, conv)
     t_pre = t_pre + overhead
     prefill_rate = w.prefill_dp * w.prefill_batch / t_pre
     decode_rate = w.dp * replica_rate
@@ -202,7 +212,7 @@ def serve(design: Design, hw: Hardware, conv: Conventions = DEFAULT, draft: Arch
         disagg, w.prefill_dp * ptp * (idle + (busy - idle) * u_pre), 0.0)
     out_tps = rps * osl
     fits = (free > 0) & (cap >= 1)
-    p_free = w.mem_fraction * hw.mem_capacity - weight_bytes_per_device(a, qz, ptp, 1.0, conv) - hw.mem_reserve_bytes
+    p_free = w.mem_fraction * hw.mem_capacity - weight_bytes_per_device(a, pq, ptp, 1.0, conv) - hw.mem_reserve_bytes
     fits = fits & (~disagg | (p_free > w.prefill_batch * isl * kv_bytes_per_token(a, qz, ptp, 1.0)))
     return {
         "tokens_per_s_per_gpu": out_tps / n_dev, "tokens_per_s_per_user": 1.0 / tpot, "ttft_s": ttft,

@@ -26,7 +26,7 @@ from dse.explore.pareto import pareto_front
 #: the knobs a deployment row carries (config keys), besides the mode
 KNOBS = ("workload.tp", "workload.pp", "workload.dp", "workload.microbatches", "workload.concurrency",
          "workload.chunk_tokens", "quant.w_bits", "quant.kv_bits", "workload.spec_k", "workload.disagg",
-         "workload.prefill_tp", "workload.prefill_dp", "workload.prefill_batch")
+         "workload.prefill_tp", "workload.prefill_dp", "workload.prefill_batch", "workload.prefill_w_bits")
 #: the serve_pareto.csv metric columns, first
 METRICS = ("tokens_per_s_per_gpu", "tokens_per_s_per_user", "ttft_s", "tpot_s", "tpot_incl_first_s", "e2e_s",
            "j_per_token", "usd_per_mtok", "requests_per_s", "n_devices", "concurrency", "kv_capacity_requests",
@@ -46,6 +46,7 @@ class ServeGrid:
     kv_bits: tuple = (16, 8, 4)
     spec_k: tuple = (0, 1, 2, 3, 4)
     prefill_batch: tuple = (1, 2, 4, 8)
+    prefill_w_bits: tuple = (0,)  # the prefill pool's weight bits (0: as the decode pool's)
     modes: tuple = ("aggregated", "disaggregated")
 
 
@@ -69,13 +70,15 @@ def grid_arrays(g: ServeGrid) -> dict[str, np.ndarray]:
     for dis, tp, pp, dp, ptp, pdp in layouts(g):
         chunks = g.chunk_tokens if not dis else (0,)
         batches = g.prefill_batch if dis else (1,)
-        combos = np.array(list(itertools.product(g.concurrency, chunks, g.w_bits, g.kv_bits, g.spec_k, batches)), float)
+        pbits = g.prefill_w_bits if dis else (0,)
+        combos = np.array(list(itertools.product(g.concurrency, chunks, g.w_bits, g.kv_bits, g.spec_k, batches, pbits)),
+                          float)
         n = len(combos)
         fixed = {"workload.disagg": dis, "workload.tp": tp, "workload.pp": pp, "workload.dp": dp,
                  "workload.microbatches": pp, "workload.prefill_tp": ptp, "workload.prefill_dp": pdp}
         block = {k: np.full(n, float(v)) for k, v in fixed.items()}
         for j, k in enumerate(("workload.concurrency", "workload.chunk_tokens", "quant.w_bits", "quant.kv_bits",
-                               "workload.spec_k", "workload.prefill_batch")):
+                               "workload.spec_k", "workload.prefill_batch", "workload.prefill_w_bits")):
             block[k] = combos[:, j]
         blocks.append(block)
     return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}

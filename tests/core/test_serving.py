@@ -126,3 +126,13 @@ def test_energy_and_price_per_token_by_hand():
     per_token_s = float(m["e2e_s"]) / (4 * 32)  # one device, no pipeline: busy all the time
     assert float(m["j_per_token"]) == pytest.approx(500.0 * per_token_s)
     assert float(m["usd_per_mtok"]) == pytest.approx(3.6 / 3600 * per_token_s * 1e6)
+
+
+def test_disaggregated_pools_have_their_own_precision():
+    # fp8 weights and activations in the prefill pool run its compute-bound prefill on the H100's fp8 units
+    hw, arch = load_hardware("h100_sxm"), load_model("llama3_70b")
+    base = Workload(prompt_len=2048, gen_len=256, tp=4, disagg=1, prefill_tp=4, prefill_dp=1, concurrency=32)
+    m16 = serve(Design(arch, Quant(), base), hw)
+    m8 = serve(Design(arch, Quant(), dataclasses.replace(base, prefill_w_bits=8.0, prefill_a_bits=8.0)), hw)
+    assert float(m8["prefill_rps"]) > 1.5 * float(m16["prefill_rps"])
+    assert float(m8["decode_rps"]) == pytest.approx(float(m16["decode_rps"]))  # the decode pool is unchanged
