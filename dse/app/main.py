@@ -14,7 +14,7 @@ from dse.app.build import resource_dir
 from dse.app.schema import register_configs
 from dse.core.design import DesignError
 
-TASKS = ("evaluate", "sweep", "optimize", "validate", "trends", "casestudy", "serve")
+TASKS = ("evaluate", "sweep", "optimize", "validate", "trends", "casestudy", "serve", "accuracy", "calibrate")
 
 
 def register_studies() -> None:
@@ -44,6 +44,9 @@ def _dispatch(cfg: DictConfig):
         if name not in TASKS:
             raise DesignError(f"task={name!r}: unknown task; available: {list(TASKS)}")
         out = output_dir()
+        if name in ("accuracy", "calibrate"):
+            from dse.app import accuracy_task
+            return getattr(accuracy_task, f"run_{name}")(cfg, out)
         if name == "trends":
             from dse.app.paper_tasks import run_trends
             return run_trends(cfg, out)
