@@ -13,6 +13,10 @@ from dse.explore.tables import flat_metrics, ops_frame
 def run_evaluate(s: Setup, out: Path) -> dict:
     metrics = flat_metrics(evaluate_jit(s.design, s.hw, s.conv, s.acc))
     metrics.update(serve_metrics(s))
+    # p10-p90 prediction bands of every latency and rate (dse/measure/bands.py; README, Accuracy)
+    from dse.measure.bands import with_bands
+    w = s.design.workload
+    metrics = with_bands(metrics, float(w.tp) * float(getattr(w, "pp", 1.0)))
     row = {**s.inputs(), **metrics, **meta(hydra_overrides())}
     ops = ops_frame(s.design, s.hw, s.conv, tables=phase_tables_jit(s.design, s.hw, s.conv))
     write_json(out / "result.json", row)
