@@ -24,6 +24,7 @@ from dse.core.hardware import Hardware, make_hardware
 from dse.core.metrics import evaluate, phase_tables
 from dse.core.ops import KV_DEPENDENT, Op
 from dse.core.roofline import op_time
+from dse.measure import calibrate as cal
 from dse.measure.reference import RefConfig, decode_attention, init_params, prefill_attention, time_case
 from dse.measure.roofline import (kernel_overhead, matmul_chain, matmul_flops, matvec_bandwidth, memory_capacity,
                                  stream_bandwidth, timeit)
@@ -95,7 +96,24 @@ def fit_gemm(chain: list[dict], hw_cfg: dict) -> tuple[float, float, float]:
     op = Op(count=n, flops=F / n, weight_bytes=B / n, act_read=0.0, act_write=0.0, kv_read=0.0, kv_write=0.0,
             comm_bytes=0.0, bits=32.0, gemm_rows=m)
     i, j, k = _log_fit(n * op_time(op, hw, 1.0, REFERENCE_CONVENTIONS).time_s, t)
-    return float(bw[i, 0, 0, 0]), float(eff[0, j, 0, 0]), float(half[0, 0, k, 0])
+    # the grid's best point starts the shared least-squares fit (dse.measure.calibrate.fit_log), the
+    # one fitting path of the CPU microbenchmarks and the published GPU measurements
+    x0 = np.array([0.0, cal.to_param(cal.UNIT, eff[0, j, 0, 0], 1.0), cal.to_param(cal.POSITIVE, half[0, 0, k, 0], 1.0)])
+    base = dataclasses.replace(_hardware(hw_cfg), mem_bw=float(bw[i, 0, 0, 0]))
+    x, _ = cal.fit_log(_gemm_residual, x0, (base, op, jnp.log(jnp.asarray(t))))
+    got = _gemm_hardware(x, base)
+    return float(got.mem_bw), float(got.flops_efficiency), float(got.gemm_half_tokens)
+
+
+def _gemm_hardware(x, base: Hardware) -> Hardware:
+    return dataclasses.replace(base, mem_bw=base.mem_bw * jnp.exp(x[0]),
+                               flops_efficiency=cal.from_param(cal.UNIT, x[1], 1.0),
+                               gemm_half_tokens=cal.from_param(cal.POSITIVE, x[2], 1.0))
+
+
+def _gemm_residual(x, base: Hardware, op: Op, log_t):
+    """log(model) − log(measured) of the matmul chain at the parameters ``x`` (cost model's op_time)."""
+    return jnp.log(op.count * op_time(op, _gemm_hardware(x, base), 1.0, REFERENCE_CONVENTIONS).time_s) - log_t
 
 
 def _attention_times(cfg: RefConfig, hw_cfg: dict, shapes, factors) -> np.ndarray:
@@ -106,6 +124,23 @@ def _attention_times(cfg: RefConfig, hw_cfg: dict, shapes, factors) -> np.ndarra
         ops, times = phase_tables(_design(cfg, batch, length, n_kv, True), hw, REFERENCE_CONVENTIONS)[phase]
         out.append(sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
     return np.concatenate(out, axis=-1)
+
+
+def _refine_attention(cfg: RefConfig, hw_cfg: dict, shapes, measured, start: float) -> float:
+    """attn_efficiency by the shared least-squares fit (dse.measure.calibrate.fit_log), from the grid's best."""
+    designs = [(phase, _design(cfg, batch, length, n_kv, True)) for phase, batch, length, n_kv in shapes]
+    base = _hardware(hw_cfg)
+
+    def residual(x, base, log_t):
+        hw = dataclasses.replace(base, attn_efficiency=cal.from_param(cal.UNIT, x[0], 1.0))
+        out = []
+        for phase, d in designs:
+            ops, times = phase_tables(d, hw, REFERENCE_CONVENTIONS)[phase]
+            out.append(sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
+        return jnp.log(jnp.stack(out)) - log_t
+    x, _ = cal.fit_log(residual, np.array([cal.to_param(cal.UNIT, min(start, 0.999), 1.0)]),
+                       (base, jnp.log(jnp.asarray(measured))))
+    return float(cal.from_param(cal.UNIT, x[0], 1.0))
 
 
 def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]]:
@@ -133,7 +168,7 @@ def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]
     factors = np.geomspace(0.05, 1.0, 60)
     model = _attention_times(cfg, shaped, shapes, factors)
     (best,) = _log_fit(model, measured)
-    shaped["attn_efficiency"] = float(factors[best])
+    shaped["attn_efficiency"] = _refine_attention(cfg, shaped, shapes, measured, float(factors[best]))
     attn = [{"kernel": f"attention_{phase}", "dtype": "float32", "shape": f"b{batch}_len{length}_kv{n_kv}",
              "seconds": t, "model_s": m} for (phase, batch, length, n_kv), t, m in zip(shapes, measured, model[best])]
     return base, shaped, square + [mv, stream, ovh] + chain + attn
