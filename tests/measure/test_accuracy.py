@@ -80,3 +80,26 @@ def test_catalog_agreement_does_not_rot():
     assert s["median_abs_error"] <= 0.08
     for src, g in df.groupby("source_family"):
         assert g.error.abs().median() <= 0.15, src
+
+
+def test_accuracy_report_and_plot(tmp_path):
+    # The writer of accuracy.md / accuracy.png on a small synthetic table (no fit): every grouping
+    # and both leave-one-out tables appear, the medians are the rows' own.
+    import pandas as pd
+    from dse.app.accuracy_task import plot, report
+    df = pd.DataFrame({"source_family": ["a", "a", "b"], "kind": ["e2e_s"] * 3, "device": ["x"] * 3, "tp": [1, 2, 1],
+                       "engine": ["e"] * 3, "model": ["m"] * 3, "model_family": ["f", "f", "g"],
+                       "published": [1.0, 2.0, 4.0], "predicted": [1.1, 1.8, 4.0]})
+    df["error"] = df.predicted / df.published - 1
+    df["loo_source_error"], df["loo_model_error"] = 2 * df.error, 3 * df.error
+    bands = pd.DataFrame({"regime": ["communication"], "n": [3], "q10": [-0.1], "q90": [0.1]})
+    s = {"rows": 3, "expressible": 3, "median_abs_error": 0.1, "p90_abs_error": 0.1, "bands": bands,
+         "loo_source_median_abs_error": 0.2, "loo_model_median_abs_error": 0.3, "band_coverage_loo_source": 0.8,
+         "band_coverage_loo_model": 0.8, "band_coverage_nested": 0.8}
+    text = report(df, s, 1.0)
+    for title in ("By source_family", "By tp", "Leave-one-source-out", "Leave-one-model-family-out", "Prediction bands"):
+        assert title in text
+    import re
+    assert re.search(r"\| a +\| +2 \| +10(\.0)? \|", text)  # rows 1.1/1.0 and 1.8/2.0: median |error| 10%
+    plot(tmp_path / "a.png", df, "t")
+    assert (tmp_path / "a.png").stat().st_size > 0
