@@ -16,6 +16,7 @@ from dse.core.design import Arch, Design, DesignError, Quant, Workload, make_arc
 from dse.core.hardware import Hardware, ideal, make_hardware, validate_hardware  # noqa: E402
 from dse.core.metrics import evaluate, param_counts, phase_tables  # noqa: E402
 from dse.explore.tables import ops_frame  # noqa: E402
+from dse.explore.api import optimize, sweep  # noqa: E402
 from dse.app.build import load_accuracy, load_hardware, load_model  # noqa: E402
 from dse.app.hf_config import from_hf_config  # noqa: E402
 
@@ -24,6 +25,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AccuracyParams", "Arch", "Conventions", "DEFAULT", "Design", "DesignError", "Hardware", "LLM_VIEWER",
     "Quant", "Workload", "accuracy_terms", "conventions", "evaluate", "from_hf_config", "ideal", "load_accuracy",
-    "load_hardware", "load_model", "make_arch", "make_hardware", "ops_frame", "param_counts", "phase_tables", "validate_design",
+    "load_hardware", "load_model", "make_arch", "make_hardware", "ops_frame", "optimize", "param_counts", "phase_tables", "sweep", "validate_design",
     "validate_hardware", "__version__",
 ]

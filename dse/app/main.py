@@ -41,6 +41,8 @@ def _dispatch(cfg: DictConfig):
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU found" is not news
     name = cfg.task.name
     try:
+        from dse.app.strict import check_config
+        check_config(cfg)  # unknown keys (with or without +), task params, non-finite numbers
         if name not in TASKS:
             raise DesignError(f"task={name!r}: unknown task; available: {list(TASKS)}")
         out = output_dir()
@@ -97,13 +99,26 @@ def main() -> None:
     if any(a.lstrip("+~").startswith("sweeps") or a.startswith(("--help", "-h", "--info")) for a in sys.argv[1:]):
         register_studies()
     entry = hydra.main(version_base="1.3", config_path=str(resource_dir("conf")), config_name="config")(run)
+    import os
+    full = bool(os.environ.get("HYDRA_FULL_ERROR") or os.environ.get("DSE_DEBUG"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach the handler below instead of Hydra's traceback printer
     try:
         entry()
-    except Exception as e:  # Hydra's own composition errors (unknown option, bad type)
-        if type(e).__module__.startswith(("hydra", "omegaconf")):
-            print(f"dse: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a sweep says how many chunks are saved and that a rerun resumes
+        print(f"dse: {e}" if str(e) else "dse: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        from dse.app.strict import explain
+        msg = explain(e)
+        if full:
+            raise
+        if msg is not None:
+            print(f"dse: error: {msg}", file=sys.stderr)
             sys.exit(2)
-        raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"dse: internal error: {type(e).__name__}: {first} (a bug in dse, please report it; "
+              "DSE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from dse.app.common import Setup, evaluate_jit, hydra_overrides, meta
 from dse.app.sweep_task import flatten_space
 from dse.core.design import DesignError
 from dse.explore.export import pyplot, save_figure, write_csv, write_json
-from dse.explore.optimize import OBJECTIVES, Constraints, Settings, optimize, sensitivity
+from dse.explore.optimize import OBJECTIVES, Constraints, Settings, objective_of, optimize, sensitivity
 from dse.explore.space import parse_space, set_knob, validate_knobs
 from dse.explore.tables import flat_metrics
 
@@ -29,16 +29,12 @@ def run_optimize(s: Setup, out: Path) -> dict:
     if not knobs:
         raise DesignError("optimize.knobs: empty; give at least one knob with its legal values")
     validate_knobs(knobs, s.design, s.hw)
+    from dse.app.validity import check_finite_metrics, check_physical
+    check_physical(s, {k.key: float(k.values.max()) for k in knobs})
     base = flat_metrics(evaluate_jit(s.design, s.hw, s.conv, s.acc))
+    check_finite_metrics(base, "the baseline design")
     c = o.get("constraints") or {}
-    loss_max = c.get("loss_max")
-    if loss_max is None and c.get("loss_delta") is not None:
-        loss_max = base["loss_proxy"] + float(c["loss_delta"])
-    cons = Constraints(loss_max=loss_max, fits_memory=bool(c.get("fits_memory", True)),
-                       max_params=c.get("max_params"), max_tpot_s=c.get("max_tpot_s"))
-    settings = Settings(optimizer=o.get("optimizer", "adam"), learning_rate=float(o.get("learning_rate", 0.05)),
-                        steps=int(o.get("steps", 150)), starts=int(o.get("starts", 8)),
-                        penalty=float(o.get("penalty", 1000.0)), seed=int(o.get("seed", 0)))
+    settings, cons = _settings_and_constraints(o, c, base)
     import optax
     if not hasattr(optax, settings.optimizer):
         raise DesignError(f"optimize.optimizer={settings.optimizer!r}: not an optax optimizer (e.g. adam, sgd, lion)")
@@ -47,8 +43,8 @@ def run_optimize(s: Setup, out: Path) -> dict:
     for k, v in zip(knobs, r.legal):
         d, h = set_knob(d, h, k.key, float(v))
     metric, sign = OBJECTIVES[o["objective"]]
-    obj = lambda m: sign * (float(d.workload.tp) / m["tokens_per_s"] if metric == "cost_per_token" else m[metric])  # noqa: E731
-    legal_cons = {name: {"value": float(v), "limit": float(lim), "slack": float(lim - v)}
+    obj = lambda m: float(objective_of(m, o["objective"], float(d.workload.tp)))  # noqa: E731
+    legal_cons = {name: {"value": float(v), "limit": float(lim), "slack": float(lim - v), "satisfied": bool(v <= lim)}
                   for name, (v, lim) in cons.values(r.legal_metrics).items()}
     result = {
         "objective": o["objective"], "feasible": r.feasible, "evaluations": r.evaluations,
@@ -70,17 +66,64 @@ def run_optimize(s: Setup, out: Path) -> dict:
                           "objective": r.trace["objective"].ravel(), "max_violation": r.trace["max_violation"].ravel()})
     write_csv(out / "trace.csv", trace)
     _plot_trace(out / "trace.png", trace, o["objective"])
-    print(f"{result['message']} after {r.evaluations} evaluations")
-    print(pd.DataFrame([{"": "baseline", **{k.key: float(_get(s, k.key)) for k in knobs}, o["objective"]: obj(base)},
+    print(f"{result['message']} after {r.evaluations:,} evaluations")
+    label, shown = user_objective(o["objective"])  # tokens/s as users think of it, not −tokens/s
+    print(pd.DataFrame([{"": "baseline", **{k.key: float(_get(s, k.key)) for k in knobs}, label: shown(obj(base))},
                         {"": "continuous", **{k.key: v for k, v in zip(knobs, r.continuous)},
-                         o["objective"]: obj(r.continuous_metrics)},
+                         label: shown(obj(r.continuous_metrics))},
                         {"": "legal", **{k.key: v for k, v in zip(knobs, r.legal)},
-                         o["objective"]: obj(r.legal_metrics)}]).to_markdown(index=False, floatfmt=".4g"))
-    print("constraints: " + ", ".join(f"{n} {c['value']:.4g} <= {c['limit']:.4g}" for n, c in legal_cons.items()))
-    print("10% more of a resource improves the legal design's objective by: " +
+                         label: shown(obj(r.legal_metrics))}]).to_markdown(index=False, floatfmt=".4g"))
+    print("constraints: " + ", ".join(
+        f"{n} {c['value']:.4g} <= {c['limit']:.4g}" if c["satisfied"] else
+        f"{n} {c['value']:.4g} > {c['limit']:.4g} (VIOLATED by {100 * (c['value'] / c['limit'] - 1):.3g}%)"
+        for n, c in legal_cons.items()))
+    print("10% more of a resource (10% less of an overhead or latency) improves the legal design's objective by: " +
           ", ".join(f"{k} {100 * v:+.1f}%" for k, v in result["sensitivity_10pct"].items()))
     print(f"\nwrote {out}/optimum.json, trace.csv, trace.png")
     return result
+
+
+#: the unit a user reads each optimized metric in (objectives are minimized internally)
+UNITS = {"tpot_s": "s", "ttft_s": "s", "e2e_s": "s", "tokens_per_s": "tokens/s", "decode_tokens_per_s": "tokens/s",
+         "cost_per_token": "device-s/token", "tco_usd_per_mtok": "USD/M tokens"}
+
+
+def user_objective(name: str):
+    """(column label, value map) of an objective as users think of it: ``neg_decode_tokens_per_s`` is shown
+    as ``decode_tokens_per_s (tokens/s, max)`` with positive values."""
+    metric, sign = OBJECTIVES[name]
+    unit = UNITS.get(metric, "")
+    return f"{metric} ({unit}{', ' if unit else ''}{'max' if sign < 0 else 'min'})", (lambda v: sign * v)
+
+
+def _settings_and_constraints(o: dict, c: dict, base: dict):
+    """Settings and Constraints from ``optimize.*``, each value checked (one error naming the key)."""
+    import dataclasses
+    import math
+
+    def check(key, v, ok, rule):
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and ok(v)):
+            raise DesignError(f"optimize.{key}={v:g}: {rule}" if isinstance(v, (int, float)) else f"optimize.{key}={v!r}: {rule}")
+
+    check("steps", o.get("steps"), lambda v: v >= 1, "must be a positive number of optax steps")
+    check("starts", o.get("starts"), lambda v: v >= 1, "must be a positive number of random starts")
+    check("learning_rate", o.get("learning_rate"), lambda v: v > 0, "must be a positive step size")
+    check("penalty", o.get("penalty"), lambda v: v > 0, "must be a positive penalty weight")
+    check("local_search_rounds", o.get("local_search_rounds"), lambda v: v >= 0, "must be >= 0")
+    check("budget", o.get("budget"), lambda v: v >= 1, "must be a positive number of evaluations (or null)")
+    check("constraints.loss_delta", c.get("loss_delta"), lambda v: v >= 0,
+          "must be >= 0 nats (the loss may rise by at most this much over the baseline)")
+    for key, v in c.items():
+        if key not in ("loss_delta", "fits_memory"):
+            check(f"constraints.{key}", v, lambda v: v > 0, "must be a positive limit (or null: no such constraint)")
+    loss_max = c.get("loss_max")
+    if loss_max is None and c.get("loss_delta") is not None:
+        loss_max = base["loss_proxy"] + float(c["loss_delta"])
+    fields = {f.name for f in dataclasses.fields(Constraints)}
+    cons = Constraints(**{k: v for k, v in c.items() if k in fields and k != "loss_max"}, loss_max=loss_max)
+    sfields = {f.name for f in dataclasses.fields(Settings)}
+    settings = Settings(**{k: v for k, v in o.items() if k in sfields and v is not None})
+    return settings, cons
 
 
 def _get(s: Setup, key: str):
@@ -93,10 +136,11 @@ def _get(s: Setup, key: str):
 def _plot_trace(path, trace: pd.DataFrame, objective: str) -> None:
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, dpi=110)
+    label, shown = user_objective(objective)
     for start, g in trace.groupby("start"):
-        a1.plot(g.step, g.objective, lw=1)
+        a1.plot(g.step, shown(g.objective), lw=1)
         a2.semilogy(g.step, g.max_violation + 1e-12, lw=1)
-    a1.set_ylabel(objective + " (smooth)")
+    a1.set_ylabel(label + ", smooth model")
     a2.set_ylabel("max relative violation")
     a2.set_xlabel("optax step (one line per start)")
     a1.grid(alpha=0.3)

@@ -156,7 +156,41 @@ class SweepConfig:
         {"key": "decode_tokens_per_s", "dir": "max"}, {"key": "loss_proxy", "dir": "min"},
         {"key": "memory_bytes", "dir": "min"}])
     show: int = 15  # rows of the Pareto table printed
+    scenarios: list = field(default_factory=list)  # knobs that are conditions (context, batch): one front per value
+    columns: list = field(default_factory=list)  # result columns added to the printed table and pareto.md
     progress: bool = True
+
+
+@dataclass
+class ConstraintsConfig:
+    """``optimize.constraints``: each a limit the legal design must satisfy (None: no such constraint).
+    The fields of ``dse.explore.optimize.Constraints``, plus ``loss_delta`` (a test keeps them equal)."""
+    loss_delta: Optional[float] = 0.02  # loss_proxy <= baseline loss_proxy + loss_delta (nats, >= 0)
+    loss_max: Optional[float] = None  # or an absolute loss target (nats)
+    fits_memory: bool = True
+    max_params: Optional[float] = None
+    max_tpot_s: Optional[float] = 0.05
+    max_ttft_s: Optional[float] = None
+    max_area_mm2: Optional[float] = None
+    max_power_w: Optional[float] = None
+    max_price_usd: Optional[float] = None
+
+
+@dataclass
+class OptimizeConfig:
+    """``optimize.*`` (conf/optimize/default.yaml; README "optimize"): the fields of
+    ``dse.explore.optimize.Settings`` plus the objective, the knobs and the constraints."""
+    objective: str = "neg_decode_tokens_per_s"
+    knobs: dict = field(default_factory=dict)  # knob -> legal values (same forms as `space`)
+    constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
+    optimizer: str = "adam"
+    learning_rate: float = 0.05
+    steps: int = 150
+    starts: int = 8
+    penalty: float = 1000.0
+    seed: int = 0
+    local_search_rounds: int = 50
+    budget: Optional[int] = None
 
 
 @dataclass
@@ -200,7 +234,7 @@ class DseConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     space: dict = field(default_factory=dict)  # knob (config key) -> list of values or a range
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    optimize: dict = field(default_factory=dict)  # task=optimize options (conf/optimize)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)  # task=optimize options (conf/optimize)
     smooth: bool = False
     serve: ServeConfig = field(default_factory=ServeConfig)
 

@@ -69,9 +69,26 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
         raise DesignError(f"sweep.chunk_size={sw.chunk_size}: must be a positive integer")
     if sw.dtype not in ("float32", "float64"):
         raise DesignError(f"sweep.dtype={sw.dtype!r}: must be 'float32' or 'float64'")
+    if sw.csv not in ("always", "never", "auto"):
+        raise DesignError(f"sweep.csv={sw.csv!r}: must be one of ['always', 'auto', 'never']")
+    for key in ("max_rows", "csv_max_rows", "show"):
+        if sw[key] < 0:
+            raise DesignError(f"sweep.{key}={sw[key]}: must be a non-negative integer")
     objectives = OmegaConf.to_container(sw.objectives, resolve=True)
     grid = grid_of(s)
-    check_objectives(objectives, metric_keys(s) | {k.key for k in grid.knobs} | {"grid_index"})
+    columns = metric_keys(s) | {k.key for k in grid.knobs} | {"grid_index"}
+    check_objectives(objectives, columns)
+    scenarios, extra = list(sw.get("scenarios") or []), list(sw.get("columns") or [])
+    for key in scenarios:
+        if key not in {k.key for k in grid.knobs}:
+            raise DesignError(f"sweep.scenarios: {key!r} is not a swept knob; name knobs of the space, e.g. "
+                              f"{[k.key for k in grid.knobs][:3]}")
+    for key in extra:
+        if key not in columns:
+            from dse.app.strict import nearest
+            raise DesignError(f"sweep.columns: {key!r} is not a result column; did you mean {nearest(key, columns)}?")
+    from dse.app.validity import check_physical
+    warnings = check_physical(s, {k.key: float(k.values.max()) for k in grid.knobs})
     lo, hi = grid.shard_range(sw.shard, sw.num_shards)
     keep = {"all": True, "none": False, "auto": hi - lo <= sw.max_rows}.get(sw.keep_results)
     if keep is None:
@@ -84,7 +101,7 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
                     chunk_size=sw.chunk_size, shard=sw.shard, num_shards=sw.num_shards, keep_rows=keep,
                     fits_only=sw.pareto_fits_only, derive_d_head=derive, dtype=sw.dtype,
                     progress=sw.progress and not quiet, row_filter=sw.get("filter"),
-                    results_path=out / "results.parquet", constants=constants)
+                    results_path=out / "results.parquet", constants=constants, scenarios=scenarios)
     eval_s = time.perf_counter() - t0
     front = res.front.assign(**constants)
     from dse.measure.bands import with_bands_frame
@@ -92,8 +109,10 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
     write_parquet(out / "pareto.parquet", front)
     write_csv(out / "pareto.csv", front)
     keys = [o["key"] for o in objectives]
-    show_cols = [k.key for k in grid.knobs] + [k for k in keys if k not in knob_keys] + \
-        [k for k in ("tpot_s", "ttft_s") if k not in keys]
+    show_cols = scenarios + [k.key for k in grid.knobs if k.key not in scenarios] + \
+        [k for k in keys if k not in knob_keys] + [k for k in ("tpot_s", "ttft_s") if k not in keys] + \
+        [k for k in extra if k not in keys] + ([] if sw.pareto_fits_only else ["fits_memory"])
+    show_cols = list(dict.fromkeys(show_cols))
     write_text(out / "pareto.md", markdown_table(front, show_cols) + "\n")
     rows, wrote = None, ["pareto.csv", "pareto.md"]
     if res.rows_written is not None:
@@ -113,7 +132,7 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
                "shard": sw.shard, "num_shards": sw.num_shards, "eval_and_pareto_s": round(eval_s, 3),
                "total_s": round(time.perf_counter() - t0, 3), "objectives": objectives,
                "results_kept": res.rows_written is not None, "results_rows": res.rows_written,
-               "files": wrote}
+               "files": wrote, "warnings": warnings}
     if sw.keep_results == "auto" and not keep:
         summary["results_not_kept"] = (f"{hi - lo:,} points > sweep.max_rows={sw.max_rows:,}: rows not kept "
                                        "(the front is exact); sweep.keep_results=all keeps them")
@@ -121,10 +140,19 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
     if not quiet:
         print(f"swept {res.points:,} points ({res.valid:,} valid, {res.chunks_resumed} chunks resumed) in "
               f"{eval_s:.2f} s; Pareto front: {len(front):,} designs "
-              f"({', '.join(o['dir'] + ' ' + o['key'] for o in objectives)}; fits in memory only: {sw.pareto_fits_only})")
-        print(markdown_table(front, show_cols, max_rows=sw.show))
-        if len(front) > sw.show:
-            print(f"... {len(front) - sw.show:,} more rows in pareto.md")
+              f"({', '.join(o['dir'] + ' ' + o['key'] for o in objectives)}; fits in memory only: {sw.pareto_fits_only}"
+              + (f"; one front per {', '.join(scenarios)}" if scenarios else "") + ")")
+        for w in warnings:
+            print(f"warning: {w}")
+        view = front
+        if scenarios and len(front):  # the best rows of every scenario, not only of the first
+            n_scen = front.groupby(scenarios).ngroups
+            view = front.groupby(scenarios, sort=False).head(max(2, -(-sw.show // n_scen)))
+        print(markdown_table(view, show_cols, max_rows=max(sw.show, len(view)) if scenarios else sw.show))
+        shown = min(len(view), max(sw.show, len(view)) if scenarios else sw.show)
+        if len(front) > shown:
+            print(f"... {len(front) - shown:,} more rows in pareto.md"
+                  + (f" (the first {len(view) // max(front.groupby(scenarios).ngroups, 1)} of each scenario shown)" if scenarios else ""))
         if "results_not_kept" in summary:
             print(f"note: {summary['results_not_kept']}")
         print(f"\nwrote {out}/" + ", ".join(wrote))

@@ -28,7 +28,27 @@ class DesignError(ValueError):
 def _register(cls, static: tuple[str, ...] = ()):
     names = [f.name for f in dataclasses.fields(cls)]
     data = [n for n in names if n not in static]
-    return jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=list(static))
+    return jax.tree_util.register_dataclass(float_leaves(cls, data), data_fields=data, meta_fields=list(static))
+
+
+def float_leaves(cls, fields):
+    """Make ``cls(...)`` store integer leaves (Python ints, integer arrays) as floats, so the Python API
+    takes plain numbers everywhere: ``Quant(w_bits=4)`` is differentiable (issue 16: ``jax.grad``
+    rejected the int). Bools and non-numeric leaves (tracers of floats, None, sentinels) pass through."""
+    init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for name in fields:
+            v = getattr(self, name)
+            if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+                object.__setattr__(self, name, float(v))
+            elif isinstance(getattr(v, "dtype", None), np.dtype) and np.issubdtype(v.dtype, np.integer):
+                object.__setattr__(self, name, v.astype(np.float64 if isinstance(v, np.ndarray) else jnp.result_type(float)))
+
+    __init__.__wrapped__ = init
+    cls.__init__ = __init__
+    return cls
 
 
 @dataclass(frozen=True)

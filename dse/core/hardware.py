@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from dse.core.design import Array, _check, _fail, _fmt
+from dse.core.design import Array, _check, _fail, float_leaves, _fmt
 
 #: precisions with a peak entry, and their operand width in bits (fp8 and int8 are both 8 bits;
 #: an 8-bit operation runs at the faster of the two).
@@ -74,7 +74,8 @@ ENGINE_FIELDS = ("step_overhead_s", "mem_reserve_bytes", "act_buffer_factor")
 SYSTEM_FIELDS = ("node_size", "link_hop_latency", "net_bw", "net_latency", "power_idle_w", "power_busy_w",
                  "usd_per_hour")
 
-Hardware = jax.tree_util.register_dataclass(Hardware, data_fields=list(HARDWARE_FIELDS), meta_fields=[])
+Hardware = jax.tree_util.register_dataclass(float_leaves(Hardware, list(HARDWARE_FIELDS)),  # ints become floats
+                                            data_fields=list(HARDWARE_FIELDS), meta_fields=[])
 
 
 def make_hardware(*, mem_bw, mem_capacity, peak_flops: dict, link_bw=0.0, link_latency=0.0,

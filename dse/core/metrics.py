@@ -44,14 +44,38 @@ def _sum_max_affine(a0, a1, b0, b1, n):
     return base + extra
 
 
+#: the parts a phase's time splits into (issue 16): they add up to ``time_s``
+TIME_PARTS = ("time_compute_s", "time_memory_s", "time_collective_s", "time_overhead_s")
+
+
 def _phase(ops: dict[str, Op], times: dict[str, OpTime], tp) -> dict:
+    """FLOPs and bytes (all devices), time, and the time's attribution: each op's busy time to compute
+    or memory (whichever bounds it; both shares under ``overlap: sum``), its collective, and its
+    launch overhead (roofline.OpTime) — they add up to ``time_s``. ``memory_bound_frac`` is the
+    memory part's share of the time (launch overheads and collective latencies are not memory)."""
     flops = sum(o.count * o.flops for o in ops.values())
     nbytes = sum(o.count * o.bytes for o in ops.values())
     time = sum(o.count * times[k].time_s for k, o in ops.items())
-    mem_bound = sum(o.count * times[k].time_s * (times[k].memory_s > times[k].compute_s)
-                    for k, o in ops.items())
+    comm = sum(o.count * times[k].comm_s for k, o in ops.items())
+    overhead = sum(o.count * times[k].overhead_s for k, o in ops.items())
+    compute = sum(o.count * times[k].busy_compute_s for k, o in ops.items())
+    memory = time - comm - overhead - compute
     return {"flops": flops * tp, "bytes": nbytes * tp, "time_s": time,
-            "memory_bound_frac": mem_bound / jnp.maximum(time, 1e-30)}
+            "memory_bound_frac": memory / jnp.maximum(time, 1e-30),
+            "time_compute_s": compute, "time_memory_s": memory, "time_collective_s": comm, "time_overhead_s": overhead}
+
+
+def _attribute(phase: dict, mb_time, step) -> dict:
+    """The time parts of a phase after pipelining (``mb_time``: the one-micro-batch table's time) and
+    the engine's step overhead ``step``: the pipelined time (bubbles and stage sends included) is
+    split in the table's proportions; the step overhead is overhead. Identity at pp = 1."""
+    scale = (phase["time_s"] - step) / jnp.maximum(mb_time, 1e-30)
+    out = dict(phase)
+    for k in TIME_PARTS:
+        out[k] = phase[k] * scale
+    out["time_overhead_s"] = out["time_overhead_s"] + step
+    out["memory_bound_frac"] = out["time_memory_s"] / jnp.maximum(phase["time_s"], 1e-30)
+    return out
 
 
 def phase_tables(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, smooth=False):
@@ -161,8 +185,9 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
         dec = _phase(*tables["decode"], w.tp * w.attn_dp)
         gen = _generation(design, hw, conv, tables["decode"], smooth)
     else:  # an encoder has no decode phase
-        dec = {"flops": zero, "bytes": zero, "time_s": zero, "memory_bound_frac": zero}
+        dec = {"flops": zero, "bytes": zero, "time_s": zero, "memory_bound_frac": zero, **{k: zero for k in TIME_PARTS}}
         gen = {"flops": zero, "bytes": zero, "time_s": zero}
+    pre_mb_time, dec_mb_time = pre["time_s"], dec["time_s"]
     # pipeline stages and micro-batches (dse.core.pipeline; identity at pp = microbatches = 1)
     pre, dec, gen = pipelined(design, hw, tables, pre, dec, gen, a.causal)
     # the engine's fixed cost per forward step (host-side scheduling, sampling, synchronization)
@@ -171,6 +196,9 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     if a.causal:
         dec["time_s"] = dec["time_s"] + step
         gen["time_s"] = gen["time_s"] + w.gen_len * step
+    pre = _attribute(pre, pre_mb_time, step)
+    if a.causal:
+        dec = _attribute(dec, dec_mb_time, step)
     m.update({f"prefill.{k}": v for k, v in pre.items()})
     m.update({f"decode.{k}": v for k, v in dec.items()})
     m.update({f"generate.{k}": v for k, v in gen.items()})

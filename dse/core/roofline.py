@@ -30,10 +30,16 @@ BITS_TEMP = 0.15
 
 
 class OpTime(NamedTuple):
+    """Per occurrence on one device. ``time_s`` = busy + ``comm_s`` + ``overhead_s``, where busy is
+    max(compute_s, memory_s) (or their sum with ``overlap: sum``); ``busy_compute_s`` is the part of
+    busy attributed to compute (all of it when compute bounds the op; ``compute_s`` under ``sum``),
+    the rest of busy is memory time — so compute, memory, collective and overhead add up to ``time_s``."""
     compute_s: object
     memory_s: object
     comm_s: object
     time_s: object  # per occurrence, overhead included
+    overhead_s: object = 0.0  # kernel launch overhead (0 for an op that moves and computes nothing)
+    busy_compute_s: object = 0.0  # the part of busy time attributed to compute
 
 
 def smooth_max(a, b, temp=SMOOTH_TEMP):
@@ -93,10 +99,12 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
     comm = collective_time(op, hw)
     if conv.overlap == "sum":
         busy = compute + memory
+        busy_compute = compute
     else:
         busy = smooth_max(compute, memory) if smooth else jnp.maximum(compute, memory)
+        busy_compute = jnp.where(compute > memory, busy, 0.0)
     launched = jnp.where(op.flops + op.bytes > 0, 1.0, 0.0)
-    return OpTime(compute, memory, comm, busy + comm + launched * overhead)
+    return OpTime(compute, memory, comm, busy + comm + launched * overhead, launched * overhead, busy_compute)
 
 
 def collective_time(op: Op, hw: Hardware):

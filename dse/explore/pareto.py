@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from dse.core.design import DesignError
+
 BLOCK = 256
 
 
@@ -116,15 +118,31 @@ def _front_blocks(u: np.ndarray) -> np.ndarray:
     return keep
 
 
-def pareto_front(df: pd.DataFrame, objectives: Sequence[dict], *, fits_only: bool = True) -> pd.DataFrame:
-    """The non-dominated rows of ``df``, sorted by the objectives (best first)."""
+def _by_scenario(df: pd.DataFrame, scenarios: Sequence[str], fn) -> pd.DataFrame:
+    """``fn`` applied to the rows of each scenario (one value of each scenario column), concatenated."""
+    parts = [fn(g) for _, g in df.groupby(list(scenarios), sort=True, dropna=False)]
+    return pd.concat(parts, ignore_index=True) if parts else df.iloc[:0].reset_index(drop=True)
+
+
+def pareto_front(df: pd.DataFrame, objectives: Sequence[dict], *, fits_only: bool = True,
+                 scenarios: Sequence[str] = ()) -> pd.DataFrame:
+    """The non-dominated rows of ``df``, sorted by the objectives (best first).
+
+    ``scenarios``: columns that are conditions, not choices (a context length, a batch): the front
+    is taken within each of their values (a row only competes with rows of its own scenario), and
+    the result is sorted by scenario, then objectives."""
+    if scenarios:
+        missing = [c for c in scenarios if c not in df.columns]
+        if missing:
+            raise DesignError(f"sweep.scenarios: {missing} not a column; name swept knobs (e.g. workload.prompt_len)")
+        return _by_scenario(df, scenarios, lambda g: pareto_front(g, objectives, fits_only=fits_only))
     keys = [o["key"] for o in objectives]
     dirs = [o.get("dir", "min") for o in objectives]
     for key, d in zip(keys, dirs):
         if key not in df.columns:
-            raise KeyError(f"sweep.objectives: unknown key {key!r}; available: {sorted(df.columns)}")
+            raise DesignError(f"sweep.objectives: unknown key {key!r}; available: {sorted(df.columns)}")
         if d not in ("min", "max"):
-            raise ValueError(f"sweep.objectives: dir={d!r} for {key!r}: must be 'min' or 'max'")
+            raise DesignError(f"sweep.objectives: dir={d!r} for {key!r}: must be 'min' or 'max'")
     sub = df
     if fits_only and "fits_memory" in df.columns:
         sub = sub[sub["fits_memory"].astype(bool)]
@@ -146,7 +164,8 @@ def _dominated_rows(x: np.ndarray, by: np.ndarray, block: int = 4096) -> np.ndar
     return out
 
 
-def merge_fronts(front: pd.DataFrame, new: pd.DataFrame, objectives: Sequence[dict]) -> pd.DataFrame:
+def merge_fronts(front: pd.DataFrame, new: pd.DataFrame, objectives: Sequence[dict],
+                 scenarios: Sequence[str] = ()) -> pd.DataFrame:
     """The front of ``front ∪ new`` when both are already fronts.
 
     Up to 3 objectives: the sweep-line front of the union (O(n log² n)). More: a row of either
@@ -157,6 +176,10 @@ def merge_fronts(front: pd.DataFrame, new: pd.DataFrame, objectives: Sequence[di
         return new.reset_index(drop=True)
     if not len(new):
         return front
+    if scenarios:
+        both = pd.concat([front.assign(_side=0), new.assign(_side=1)], ignore_index=True)
+        return _by_scenario(both, scenarios, lambda g: merge_fronts(
+            g[g._side == 0].drop(columns="_side"), g[g._side == 1].drop(columns="_side"), objectives))
     f, n = objective_matrix(front, objectives), objective_matrix(new, objectives)
     if len(objectives) <= 3:  # the sweep-line fronts do not depend on the front's size
         keep = pareto_mask(np.concatenate([f, n]))

@@ -163,11 +163,12 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
               shard: int = 0, num_shards: int = 1, keep_rows: bool = True, fits_only: bool = True,
               derive_d_head: bool = False, dtype: str = "float32", progress: bool = True,
               row_filter: str | None = None, results_path: str | os.PathLike | None = None,
-              constants: dict | None = None) -> SweepResult:
+              constants: dict | None = None, scenarios: Sequence[str] = ()) -> SweepResult:
     """Evaluate one shard of ``grid`` chunk by chunk; return its Pareto front (rows of all columns).
 
     ``row_filter``: a pandas query (column names in backticks when they contain dots) that rows
-    must satisfy to be kept, e.g. a parameter budget. With ``keep_rows``, every kept row goes to
+    must satisfy to be kept, e.g. a parameter budget. ``scenarios``: knobs that are conditions, not
+    choices (context, batch): the front is taken per value of them (``pareto.pareto_front``). With ``keep_rows``, every kept row goes to
     ``results_path`` (default ``<out_dir>/results.parquet``), one row group per chunk, with the
     ``constants`` as extra columns; each chunk's rows also go to ``chunks/`` as an Arrow IPC file
     (a raw copy, ~4x cheaper than Parquet encoding) so that a rerun resumes from them.
@@ -216,7 +217,7 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
         # checked against an evenly spread sample of the running front (any subset of evaluated
         # points is a valid witness). A row filter may remove a witness: then no prefilter.
         seed = np.full((SEED_ROWS, len(objectives)), np.inf)
-        if row_filter:
+        if row_filter or scenarios:  # a row of another scenario is no witness
             return seed
         f = objective_matrix(front, objectives) if len(front) else first_seed
         if f is not None and len(f):
@@ -246,7 +247,7 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
                 else:
                     res = pending.pop(c) if c in pending else dispatch(c)
                     valid, cand = np.asarray(res.pop("valid")), np.asarray(res.pop("cand"))
-                    if not len(front) and first_seed is None and not row_filter:
+                    if not len(front) and first_seed is None and not row_filter and not scenarios:
                         first_seed = _seed_front(objective_matrix(res, objectives), cand, SEED_ROWS)
                         if len(first_seed):
                             cand = cand & np.asarray(_not_dominated(tuple(res[k] for k, _ in obj_spec),
@@ -256,7 +257,8 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
                         pending[nxt] = dispatch(nxt)
                     idx = np.arange(start, start + chunk, dtype=np.int64)
                     front_c, table, n_chunk_valid = _chunk_rows(idx, {k: np.asarray(v) for k, v in res.items()}, valid,
-                                                                cand, objectives, fits_only, row_filter, keep_rows)
+                                                                cand, objectives, fits_only, row_filter, keep_rows,
+                                                                scenarios)
                     if keep_rows:
                         with atomic_path(rows_file) as t:
                             feather.write_feather(table, t, compression="uncompressed")
@@ -270,7 +272,7 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
                                                   store_schema=False, use_dictionary=[*constants, "fits_memory"])
                     writer.write_table(_with_constants(table, constants))
                     n_rows += table.num_rows
-                front = merge_fronts(front, front_c, objectives)
+                front = merge_fronts(front, front_c, objectives, scenarios)
                 bar.update(min(chunk, hi - start))
             if writer is not None:
                 writer.close()
@@ -286,7 +288,7 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
     return SweepResult(front, hi - lo, n_valid, n_rows if keep_rows else None, resumed)
 
 
-def _chunk_rows(idx, cols, valid, cand, objectives, fits_only, row_filter, keep_rows):
+def _chunk_rows(idx, cols, valid, cand, objectives, fits_only, row_filter, keep_rows, scenarios=()):
     """(front, rows as an Arrow table or None, valid count) of one evaluated chunk (host arrays)."""
     import pyarrow as pa
     if row_filter:
@@ -298,9 +300,9 @@ def _chunk_rows(idx, cols, valid, cand, objectives, fits_only, row_filter, keep_
             raise DesignError(f"sweep.filter={row_filter!r}: {type(e).__name__}: {e}; write a pandas query over the "
                               "result columns, e.g. 'params < 7e9' or '`workload.batch` <= 64'") from None
         table = pa.Table.from_pandas(df, preserve_index=False) if keep_rows else None
-        return pareto_front(df, objectives, fits_only=fits_only), table, len(df)
+        return pareto_front(df, objectives, fits_only=fits_only, scenarios=scenarios), table, len(df)
     front = pareto_front(pd.DataFrame({"grid_index": idx[cand], **{k: v[cand] for k, v in cols.items()}}),
-                         objectives, fits_only=fits_only)
+                         objectives, fits_only=fits_only, scenarios=scenarios)
     table = None
     if keep_rows:  # no copy when every point is valid
         table = pa.table({"grid_index": idx, **cols} if valid.all() else

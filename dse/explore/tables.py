@@ -11,7 +11,8 @@ from dse.core.hardware import Hardware
 from dse.core.metrics import phase_tables
 
 OPS_COLUMNS = ["phase", "op", "count", "flops", "bytes", "weight_bytes", "act_read", "act_write",
-               "kv_read", "kv_write", "comm_bytes", "compute_s", "memory_s", "comm_s", "time_s", "bound"]
+               "kv_read", "kv_write", "comm_bytes", "compute_s", "memory_s", "comm_s", "time_s", "bound",
+               "time_compute_s", "time_memory_s", "time_collective_s", "time_overhead_s"]
 
 
 def ops_frame(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, tables=None) -> pd.DataFrame:
@@ -37,7 +38,11 @@ def ops_frame(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, tabl
                          "act_read": float(op.act_read), "act_write": float(op.act_write),
                          "kv_read": float(op.kv_read), "kv_write": float(op.kv_write),
                          "comm_bytes": float(op.comm_bytes), "compute_s": compute, "memory_s": memory,
-                         "comm_s": comm, "time_s": float(t.time_s), "bound": bound})
+                         "comm_s": comm, "time_s": float(t.time_s), "bound": bound,
+                         # time_s split (roofline.OpTime): compute or memory (the bound), collective, launch
+                         "time_compute_s": float(t.busy_compute_s),
+                         "time_memory_s": float(t.time_s) - float(t.busy_compute_s) - comm - float(t.overhead_s),
+                         "time_collective_s": comm, "time_overhead_s": float(t.overhead_s)})
     return pd.DataFrame(rows, columns=OPS_COLUMNS)
 
 
