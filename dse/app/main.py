@@ -28,10 +28,17 @@ def register_studies() -> None:
 
 def run(cfg: DictConfig):
     """Run one job, then write its report.html (one per multirun, at the root, instead of per job)."""
+    from dse.app.optuna_support import check
+    try:
+        check(cfg)
+    except DesignError as e:
+        print(f"dse: error: {e}", file=sys.stderr)
+        sys.exit(2)
     result = _dispatch(cfg)
     from dse.app.report_task import write_task_report
     write_task_report(cfg)
-    return result
+    from dse.app.optuna_support import job_return
+    return job_return(cfg, result)  # the objective values under the Optuna sweeper
 
 
 def _dispatch(cfg: DictConfig):
