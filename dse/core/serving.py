@@ -151,9 +151,10 @@ def serve(design: Design, hw: Hardware, conv: Conventions = DEFAULT, draft: Arch
     d_arch = mtp if draft is None else draft
 
     def draft_time(b, ctx):
-        t_dr, _ = _time(step_ops(d_arch, qz, b, tp, 1.0, ctx, conv), hw, tp, qz, conv)
-        t_mtp, _ = _time(step_ops(mtp, qz, b, tp, 1.0, ctx, conv), hw, tp, qz, conv)
-        t = t_mtp if draft is None else jnp.where(w.spec_mtp > 0, t_mtp, t_dr)
+        t, _ = _time(step_ops(mtp, qz, b, tp, 1.0, ctx, conv), hw, tp, qz, conv)
+        if draft is not None:  # a draft model, unless spec_mtp picks the MTP head
+            t_dr, _ = _time(step_ops(draft, qz, b, tp, 1.0, ctx, conv), hw, tp, qz, conv)
+            t = jnp.where(w.spec_mtp > 0, t, t_dr)
         return jnp.where(w.spec_k > 0, w.spec_k * t, 0.0)
 
     draft_w = jnp.where(w.spec_k > 0, weight_bytes_per_device(d_arch, qz, tp, 1.0, conv), 0.0)

@@ -136,3 +136,18 @@ def test_disaggregated_pools_have_their_own_precision():
     m8 = serve(Design(arch, Quant(), dataclasses.replace(base, prefill_w_bits=8.0, prefill_a_bits=8.0)), hw)
     assert float(m8["prefill_rps"]) > 1.5 * float(m16["prefill_rps"])
     assert float(m8["decode_rps"]) == pytest.approx(float(m16["decode_rps"]))  # the decode pool is unchanged
+
+
+def test_speculation_with_a_draft_model_and_with_mtp():
+    hw, arch, draft = load_hardware("h100_sxm"), load_model("llama3_70b"), load_model("llama3_8b")
+    w = Workload(prompt_len=2048, gen_len=256, tp=8, concurrency=4, chunk_tokens=512)
+    plain = serve(Design(arch, Quant(), w), hw)
+    spec = dataclasses.replace(w, spec_k=4.0, spec_alpha=0.8)
+    with_draft = serve(Design(arch, Quant(), spec), hw, draft=draft)
+    with_mtp = serve(Design(arch, Quant(), dataclasses.replace(spec, spec_mtp=1.0)), hw, draft=draft)
+    e = (1 - 0.8 ** 5) / (1 - 0.8)
+    assert float(with_draft["spec_tokens_per_step"]) == pytest.approx(e)
+    # memory-bound decode at 4 requests: a 5-token verify step costs about one plain step, so both win
+    assert float(with_draft["tpot_s"]) < float(plain["tpot_s"]) and float(with_mtp["tpot_s"]) < float(with_draft["tpot_s"])
+    # the draft's 4 steps are in the cycle: the cycle is longer than a plain step
+    assert float(with_draft["step_s"]) > float(plain["step_s"])
