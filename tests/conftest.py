@@ -6,7 +6,7 @@ import pytest
 import dse  # noqa: F401  (x64 before anything is traced)
 from dse.app.build import load_hardware, load_model
 
-#: reference data shipped inside the package (copied from shared/data with their sources; see dse/data/README.md)
+#: reference data shipped inside the package, with their original sources (see dse/data/README.md)
 DATA = pathlib.Path(__file__).resolve().parents[1] / "dse" / "data"
 
 

@@ -17,6 +17,9 @@ from dse.explore import report as R
 from dse.explore.space import set_knob
 from dse.explore.tables import ops_frame
 
+#: tasks that build their own report.html with this module (task=serve: the serve section over its deployments)
+WRITES_OWN_REPORT = ("serve",)
+
 PEAKS = (("fp32", "peak_fp32"), ("fp16/bf16", "peak_fp16"), ("fp8", "peak_fp8"), ("int8", "peak_int8"),
          ("int4", "peak_int4"))
 
@@ -110,8 +113,6 @@ def task_report(task: str, out: Path, s=None, cfg=None) -> Path | None:
         sections.append(R.lines_section(v.sort_values("measured_s"), "measured_s", "predicted_s", color="phase",
                                         log_x=True, log_y=True, title="Predicted vs measured (validation.csv)"))
         sections.append(R.table_section(v, title="validation.csv"))
-    if task == "serve" and (out / "results.csv").exists():
-        sections.append(R.serve_section(pd.read_csv(out / "results.csv")))
     if design is not None:
         ops = _read(out / "ops.csv") if task == "evaluate" else None
         sections += design_sections(design, hw, s.conv, label, str(cfg.hardware.name), ops)
@@ -139,6 +140,8 @@ def write_task_report(cfg) -> Path | None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return None
     task = str(cfg.task.name)
+    if task in WRITES_OWN_REPORT:
+        return None
     s = None if task == "trends" else setup(cfg)
     path = task_report(task, output_dir(), s, cfg)
     print(f"wrote {path}")

@@ -41,7 +41,9 @@ non-latent model, so they change no result of such a model):
   w = T. Gemma 3 (arXiv 2503.19786, Figs. 3-4) reports the ratio 1:1 to 7:1 and windows 512 to 4096
   as "minimal" perplexity changes, which the fit respects (tests/core/test_accuracy_arch.py).
 
-Sources and status of each constant: ../shared/data/accuracy_proxies.md; YAML in conf/accuracy.
+The constants and the paper each comes from (Hoffmann et al. 2022, arXiv 2203.15556; Besiroglu et al.
+2024, arXiv 2404.10102; AWQ, Lin et al. 2023, arXiv 2306.00978; KVQuant, Hooper et al. 2024, arXiv
+2401.18079; GQA, Ainslie et al. 2023, arXiv 2305.13245; ...) are in conf/accuracy/*.yaml.
 """
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Reference data shipped with dse (copied from the project's shared/data; sources in README.md here)."""
+"""Reference data shipped with dse; every file cites its original sources (README.md here)."""

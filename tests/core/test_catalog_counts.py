@@ -1,7 +1,7 @@
 """Parameter counts of current models against published numbers, through ``model.hf_config`` and the catalog.
 
 Exact totals and active counts (both conventions) come from dse/data/modern_models.csv (Hugging Face
-safetensors / keras-hub metadata, each reproduced by a hand count in shared/data/modern_models.md);
+safetensors / keras-hub metadata, each reproduced by an independent hand count from the config);
 the other models are checked against their model cards and papers at the published rounding.
 """
 import csv

@@ -57,7 +57,7 @@ def test_bert_base_flops_within_3_percent_of_survey(seq_len):
 
 
 def test_fastertransformer_13b_held_out_within_30_percent():
-    # Measured end-to-end latencies (../shared/data/measured_latency.csv, kipply 2022) on A100-40GB,
+    # Measured end-to-end latencies (FasterTransformer, kipply 2022 "Transformer Inference Arithmetic") on A100-40GB,
     # held out: the catalog is calibrated on the 496 published rows of dse/data (FasterTransformer
     # guide on A100-80GB, gpt-fast, TensorRT-LLM; task=calibrate) and transferred to the A100-40GB by
     # generation. It predicts ttft +25%, tpot +16% (tp=2: +25%), e2e +18%, tp=2 ttft +1% (README,
