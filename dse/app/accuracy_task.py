@@ -35,20 +35,24 @@ def _by(df: pd.DataFrame, col: str, err: str = "error") -> pd.DataFrame:
 def report(df: pd.DataFrame, summary: dict, seconds: float) -> str:
     s = summary
     lines = [f"# Predicted vs published ({s['rows']} rows, {s['expressible']} expressible)", "",
-             f"Catalog as shipped (conf/hardware + conf/engine): **median |error| {100 * s['median_abs_error']:.1f}%**, "
+             "Catalog as shipped (conf/hardware + conf/engine): "
+             f"**median |error| {100 * s['median_abs_error']:.1f}%**, "
              f"p90 {100 * s['p90_abs_error']:.1f}%. Error = predicted / published − 1 in each source's own metric "
              "(dse/data/published_measurements.md)."]
     if "loo_source_median_abs_error" in s:
-        lines += ["", f"Leave-one-out (refit without the rows' group): source {100 * s['loo_source_median_abs_error']:.1f}%, "
+        lines += ["", "Leave-one-out (refit without the rows' group): "
+                      f"source {100 * s['loo_source_median_abs_error']:.1f}%, "
                       f"model family {100 * s['loo_model_median_abs_error']:.1f}% median |error| on the left-out rows. "
                       f"p10–p90 bands cover {100 * s['band_coverage_loo_source']:.0f}% (source folds) and "
                       f"{100 * s['band_coverage_loo_model']:.0f}% (model folds) of the left-out rows; "
-                      f"{100 * s['band_coverage_nested']:.0f}% when each fold's band is built without its own residuals."]
+                      f"{100 * s['band_coverage_nested']:.0f}% when each fold's band is built without its own "
+                      "residuals."]
     for col in ("source_family", "kind", "device", "tp", "engine", "model"):
         lines += ["", f"## By {col}", "", markdown_table(_by(df, col))]
     if "loo_source_error" in df:
         for col, key in (("source_family", "loo_source_error"), ("model_family", "loo_model_error")):
-            lines += ["", f"## Leave-one-{'source' if key == 'loo_source_error' else 'model-family'}-out (fitted without the group)",
+            what = "source" if key == "loo_source_error" else "model-family"
+            lines += ["", f"## Leave-one-{what}-out (fitted without the group)",
                       "", markdown_table(_by(df, col, key))]
         lines += ["", "## Prediction bands (log(published/predicted) of time, left-out rows)", "",
                   markdown_table(s["bands"].round(4))]
@@ -105,7 +109,8 @@ def run_calibrate(cfg, out: Path) -> dict:
         from dse.measure.engines import stamp
         _, summary = run(loo=True)
         bands = summary["bands"]
-        write_bands(bands, f"task=calibrate {stamp()}: p10/p90 of leave-one-out log(published/predicted) time by regime")
+        write_bands(bands, f"task=calibrate {stamp()}: p10/p90 of leave-one-out log(published/predicted) time "
+                           "by regime")
     rows = [{"term": k.split("@")[0], "by": k.split("@")[1], "group": g, "value": v}
             for k, d in vals.items() for g, v in d.items()]
     write_csv(out / "calibration.csv", pd.DataFrame(rows))

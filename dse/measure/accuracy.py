@@ -72,7 +72,8 @@ class Problem:
         chunks = []
         for idx in by_structure.values():
             stack = lambda xs: jax.tree.map(lambda *v: jnp.asarray(np.asarray(v, float)), *xs)  # noqa: E731
-            chunks.append((np.asarray(idx), stack([ds[i] for i in idx]), stack([hw[df.device[i]][df.hardware[i]] for i in idx]),
+            chunks.append((np.asarray(idx), stack([ds[i] for i in idx]),
+                           stack([hw[df.device[i]][df.hardware[i]] for i in idx]),
                            jnp.asarray([KIND_CODE[df.kind[i]] for i in idx]),
                            jnp.asarray((df.tp * df.pp).values[idx].astype(float))))
         names = {by: sorted(df.loc[ok, by].unique()) for by in ("family", "engine")}
@@ -327,15 +328,18 @@ def calibrate(progress=print, bands: pd.DataFrame | None = None) -> dict:
         if not path.is_file():
             continue
         has = fam in problem.group_names["family"]
-        fam_vals = {t.field: vals[f"{t.field}@family"][fam if has else "pooled"] for t in layout.terms if t.by == "family"}
+        fam_vals = {t.field: vals[f"{t.field}@family"][fam if has else "pooled"]
+                    for t in layout.terms if t.by == "family"}
         used = sorted(problem.df.device[problem.df.family == fam].unique()) if has else []
         if has:
             how = (f"{fam} terms fitted to {counts[fam]} published rows on {', '.join(used)} "
-                   f"(dse/data/published_measurements.csv)" + ("" if dev in used else f"; transferred to {dev} (same generation)"))
+                   f"(dse/data/published_measurements.csv)"
+                   + ("" if dev in used else f"; transferred to {dev} (same generation)"))
         else:
             how = f"no {fam} measurements: the pooled values of all families (a guess; recalibrate when data exist)"
         comment = [f"`python -m dse task=calibrate` ({date}); {how};",
-                   f"software terms (kernel/step overhead, memory reserve) of {DEFAULT_ENGINE} (conf/engine has the others)."]
+                   f"software terms (kernel/step overhead, memory reserve) of {DEFAULT_ENGINE} "
+                   "(conf/engine has the others)."]
         engines.update_hardware_yaml(path, {**fam_vals, **engine_vals[DEFAULT_ENGINE]}, comment)
     n_rows = problem.df.groupby("engine").size()
     for e, v in engine_vals.items():

@@ -27,7 +27,8 @@ def load_engine(name: str) -> dict:
     """{Hardware field: value} of an engine profile."""
     path = engine_dir() / f"{name}.yaml"
     if not path.is_file():
-        raise DesignError(f"engine={name!r}: unknown engine; available: {sorted(p.stem for p in engine_dir().glob('*.yaml'))}")
+        known = sorted(p.stem for p in engine_dir().glob("*.yaml"))
+        raise DesignError(f"engine={name!r}: unknown engine; available: {known}")
     raw = OmegaConf.to_container(OmegaConf.load(path))
     return {k: float(v) for k, v in raw.items() if k in ENGINE_KEYS}
 

@@ -98,7 +98,8 @@ def fit_gemm(chain: list[dict], hw_cfg: dict) -> tuple[float, float, float]:
     i, j, k = _log_fit(n * op_time(op, hw, 1.0, REFERENCE_CONVENTIONS).time_s, t)
     # the grid's best point starts the shared least-squares fit (dse.measure.calibrate.fit_log), the
     # one fitting path of the CPU microbenchmarks and the published GPU measurements
-    x0 = np.array([0.0, cal.to_param(cal.UNIT, eff[0, j, 0, 0], 1.0), cal.to_param(cal.POSITIVE, half[0, 0, k, 0], 1.0)])
+    x0 = np.array([0.0, cal.to_param(cal.UNIT, eff[0, j, 0, 0], 1.0),
+                   cal.to_param(cal.POSITIVE, half[0, 0, k, 0], 1.0)])
     base = dataclasses.replace(_hardware(hw_cfg), mem_bw=float(bw[i, 0, 0, 0]))
     x, _ = cal.fit_log(_gemm_residual, x0, (base, op, jnp.log(jnp.asarray(t))))
     got = _gemm_hardware(x, base)

@@ -65,7 +65,8 @@ def test_bands_by_regime():
     b = load_bands()
     assert b is not None and set(b.index) >= {"compute-bound", "memory-bound", "communication"}
     m = {"ttft_s": 1.0, "tpot_s": 0.01, "e2e_s": 2.0, "tokens_per_s": 64.0, "decode_tokens_per_s": 100.0,
-         "prefill.time_s": 1.0, "generate.time_s": 1.0, "prefill.memory_bound_frac": 0.0, "decode.memory_bound_frac": 1.0}
+         "prefill.time_s": 1.0, "generate.time_s": 1.0, "prefill.memory_bound_frac": 0.0,
+         "decode.memory_bound_frac": 1.0}
     out = with_bands(m, n_gpus=1)
     assert out["e2e_s_p10"] <= 2.0 <= out["e2e_s_p90"] and out["tokens_per_s_p10"] <= 64.0 <= out["tokens_per_s_p90"]
 
@@ -97,7 +98,8 @@ def test_accuracy_report_and_plot(tmp_path):
          "loo_source_median_abs_error": 0.2, "loo_model_median_abs_error": 0.3, "band_coverage_loo_source": 0.8,
          "band_coverage_loo_model": 0.8, "band_coverage_nested": 0.8}
     text = report(df, s, 1.0)
-    for title in ("By source_family", "By tp", "Leave-one-source-out", "Leave-one-model-family-out", "Prediction bands"):
+    for title in ("By source_family", "By tp", "Leave-one-source-out", "Leave-one-model-family-out",
+                  "Prediction bands"):
         assert title in text
     import re
     assert re.search(r"\| a +\| +2 \| +10(\.0)? \|", text)  # rows 1.1/1.0 and 1.8/2.0: median |error| 10%
