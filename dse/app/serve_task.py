@@ -68,7 +68,8 @@ def run_serve(s: Setup, out: Path, *, quiet: bool = False) -> dict:
                  "serve.isl": int(sv.isl), "serve.osl": int(sv.osl), "serve.ttft_max_s": float(sv.ttft_max_s),
                  "serve.tpot_max_s": float(sv.tpot_max_s), "serve.draft_model": sv.draft_model or "mtp",
                  "workload.spec_alpha": float(sv.spec_alpha)}
-    table = front[cols].assign(**constants)
+    from dse.measure.bands import with_bands_frame
+    table = with_bands_frame(front[cols].assign(**constants))  # p10-p90 bands (README, Accuracy)
     write_csv(out / "serve_pareto.csv", table)
     show = ["mode", "tokens_per_s_per_gpu", "tokens_per_s_per_user", "ttft_s", "tpot_s", "j_per_token", "usd_per_mtok",
             "workload.tp", "workload.pp", "workload.dp", "workload.prefill_tp", "workload.prefill_dp", "concurrency",

@@ -25,7 +25,13 @@ RATES_LAST = ("tokens_per_s", "decode_tokens_per_s", "tokens_per_s_per_gpu", "to
 
 @functools.lru_cache(maxsize=1)
 def load_bands() -> pd.DataFrame | None:
-    return pd.read_csv(PATH).set_index("regime") if PATH.is_file() else None
+    if not PATH.is_file():
+        return None
+    b = pd.read_csv(PATH).set_index("regime")
+    single = [r for r in ("compute-bound", "memory-bound") if r in b.index]
+    if single:  # the envelope of the single-GPU regimes
+        b.loc["single GPU", ["q10", "q90"]] = [b.loc[single, "q10"].min(), b.loc[single, "q90"].max()]
+    return b
 
 
 def write_bands(bands: pd.DataFrame, source: str) -> None:
@@ -37,7 +43,10 @@ def write_bands(bands: pd.DataFrame, source: str) -> None:
 
 
 def regime_of(m: dict, n_gpus) -> np.ndarray:
-    """The regime of each design (arrays or scalars of metrics)."""
+    """The regime of each design (arrays or scalars of metrics); without the phase times (a serving
+    table) a single-GPU design is "single GPU", whose band spans the compute- and memory-bound ones."""
+    if "prefill.time_s" not in m:
+        return np.where(np.asarray(n_gpus) > 1, "communication", "single GPU")
     pre, gen = np.asarray(m["prefill.time_s"], float), np.asarray(m["generate.time_s"], float)
     share = (np.asarray(m["prefill.memory_bound_frac"]) * pre + np.asarray(m["decode.memory_bound_frac"]) * gen) \
         / np.maximum(pre + gen, 1e-30)
@@ -82,8 +91,10 @@ def with_bands(m: dict, n_gpus) -> dict:
 def with_bands_frame(df):
     """A results DataFrame (sweep rows, a Pareto front) with ``<key>_p10`` and ``<key>_p90`` columns."""
     need = ("prefill.time_s", "generate.time_s", "prefill.memory_bound_frac", "decode.memory_bound_frac")
-    if load_bands() is None or df.empty or not all(k in df for k in need):
+    if load_bands() is None or df.empty:
         return df
+    if not all(k in df for k in need):
+        need = ()
     n = 1.0
     for k in ("workload.tp", "workload.pp"):
         if k in df:
