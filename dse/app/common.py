@@ -39,10 +39,10 @@ class Setup:
         for k in ("name", "gated_mlp", "causal", "tied_embeddings", "bias", "norm", "parallel_block"):
             out[f"model.{k}"] = c["model"].get(k)
         for k in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_ff", "vocab", "n_positions"):
-            out[f"model.{k}"] = float(getattr(a, k))
+            out[f"model.{k}"] = as_number(getattr(a, k))
         for section in ("quant", "workload"):
             for k, v in c[section].items():
-                out[f"{section}.{k}"] = float(v)
+                out[f"{section}.{k}"] = as_number(v)
         hw = c["hardware"]
         out["hardware.name"] = hw["name"]
         out["hardware.year"] = hw.get("year")
@@ -56,6 +56,12 @@ class Setup:
         out["conventions.name"] = c["conventions"]["name"]
         out["accuracy.fit"] = c["accuracy"]["fit"]
         return out
+
+
+def as_number(v):
+    """A count as the user wrote it: 16 rather than 16.0 (issue 16: integers printed as integers)."""
+    x = float(v)
+    return int(x) if x.is_integer() and abs(x) < 2 ** 53 else x
 
 
 def setup(cfg: DictConfig) -> Setup:

@@ -85,14 +85,36 @@ def _plot_trends(path, points: pd.DataFrame, fits: pd.DataFrame, ridge: pd.DataF
         ax.legend(fontsize=8)
     ax = axes[2]
     ax.scatter(ridge.year, ridge.ridge_flops_per_byte, s=20)
-    for r in ridge.itertuples():
-        ax.annotate(r.hardware, (r.year, r.ridge_flops_per_byte), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    _label_points(ax, ridge.year.to_numpy(float), ridge.ridge_flops_per_byte.to_numpy(float), list(ridge.hardware))
     ax.set_title("Ridge point of the catalog (fp16 FLOP/s per byte/s)")
     ax.set_xlabel("year")
     ax.set_ylabel("FLOPs per byte")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def _label_points(ax, x, y, labels, fontsize=7) -> None:
+    """Annotate points without overlapping labels (issue 16): each label tries offsets around its
+    point and takes the first whose box is clear of the labels placed so far."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    offsets = [(4, 2), (4, -9), (-4, 2), (-4, -9), (4, 11), (-4, 11), (4, -18), (-4, -18), (4, 20), (-4, 20),
+               (4, -27), (-4, -27), (4, 29), (-4, 29)]
+    for i in np.argsort(-np.asarray(y)):
+        for dx, dy in offsets:
+            t = ax.annotate(labels[i], (x[i], y[i]), fontsize=fontsize, xytext=(dx, dy), textcoords="offset points",
+                            ha="left" if dx > 0 else "right")
+            box = t.get_window_extent(renderer).expanded(1.02, 1.05)
+            if not any(box.overlaps(b) for b in placed):
+                placed.append(box)
+                break
+            t.remove()
+        else:  # no clear spot: keep the first offset
+            t = ax.annotate(labels[i], (x[i], y[i]), fontsize=fontsize, xytext=offsets[0], textcoords="offset points")
+            placed.append(t.get_window_extent(renderer))
 
 
 #: dse model name -> the survey's model label (Kim et al. 2023, Tab. 1)
@@ -174,9 +196,14 @@ def _plot_case(path, rows: pd.DataFrame) -> None:
         axes[0].loglog(g.seq_len, g.flops, "o-", label=model)
         axes[1].loglog(g.seq_len, g.bytes, "o-", label=model)
         axes[2].semilogx(g.seq_len, g.arithmetic_intensity, "o-", label=model)
+    lens = sorted(total.seq_len.unique())
     for ax, t in zip(axes, ("FLOPs", "memory traffic (bytes)", "arithmetic intensity (FLOPs/byte)")):
         ax.set_title(t)
         ax.set_xlabel("sequence length")
+        # one plain label per swept length, no minor labels (issue 16: log-axis labels overprinted)
+        ax.set_xticks(lens, [f"{int(v)}" for v in lens])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.tick_params(axis="x", labelsize=8)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -104,6 +105,9 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
                     results_path=out / "results.parquet", constants=constants, scenarios=scenarios)
     eval_s = time.perf_counter() - t0
     front = res.front.assign(**constants)
+    for k in knob_keys:  # integer knobs as integers (16, not 16.0) in pareto.csv/md
+        if k in front and len(front) and np.all(np.mod(front[k].to_numpy(float), 1) == 0):
+            front[k] = front[k].astype(np.int64)
     from dse.measure.bands import with_bands_frame
     front = with_bands_frame(front)  # p10-p90 bands of every latency and rate (README, Accuracy)
     write_parquet(out / "pareto.parquet", front)

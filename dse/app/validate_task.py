@@ -109,13 +109,14 @@ def _plot_roofline(path, raw: list[dict], hw: dict, note: str) -> None:
 def _plot(path, df: pd.DataFrame, title: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
-    for phase, g in df.groupby("phase"):
-        ax.scatter(g.measured_s, g.predicted_s, label=f"{phase} (model)", s=30)
-        ax.scatter(g.measured_s, g.predicted_before_s, marker="x", s=25, label=f"{phase} (roofline only)")
     lo, hi = df[["measured_s", "predicted_s", "predicted_before_s"]].min().min(), df[["measured_s", "predicted_s"]].max().max()
     x = np.geomspace(lo / 1.5, hi * 1.5, 10)
-    ax.plot(x, x, "k-", lw=0.8)
-    ax.fill_between(x, x / 1.15, x * 1.15, color="0.85", label="±15%")
+    # the band and the diagonal under the points (issue 16: an opaque band drawn last hid them)
+    ax.fill_between(x, x / 1.15, x * 1.15, color="0.85", alpha=0.6, lw=0, zorder=0, label="±15%")
+    ax.plot(x, x, "k-", lw=0.8, zorder=1)
+    for phase, g in df.groupby("phase"):
+        ax.scatter(g.measured_s, g.predicted_s, label=f"{phase} (model)", s=30, zorder=3)
+        ax.scatter(g.measured_s, g.predicted_before_s, marker="x", s=25, label=f"{phase} (roofline only)", zorder=3)
     _finish_loglog(fig, ax, path, "measured (s)", "predicted (s)", title)
 
 
