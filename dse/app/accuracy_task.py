@@ -21,7 +21,8 @@ from dse.explore.export import markdown_table, pyplot, save_figure, write_csv, w
 COLUMNS = ["row_id", "source_family", "source", "engine", "model", "model_family", "device", "tp", "pp", "batch",
            "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits", "metric", "kind", "value", "unit", "published",
            "predicted", "error", "predicted_p10", "predicted_p90", "regime", "loo_source_predicted",
-           "loo_source_error", "loo_model_predicted", "loo_model_error", "expressible"]
+           "loo_source_error", "loo_model_predicted", "loo_model_error", "loo_each_model_predicted",
+           "loo_each_model_error", "expressible"]
 
 
 def _by(df: pd.DataFrame, col: str, err: str = "error") -> pd.DataFrame:
@@ -47,6 +48,9 @@ def report(df: pd.DataFrame, summary: dict, seconds: float) -> str:
                       f"{100 * s['band_coverage_loo_model']:.0f}% (model folds) of the left-out rows; "
                       f"{100 * s['band_coverage_nested']:.0f}% when each fold's band is built without its own "
                       "residuals."]
+        if "loo_each_model_median_abs_error" in s:
+            lines[-1] += (f" Each model left out in turn: {100 * s['loo_each_model_median_abs_error']:.1f}% "
+                          "median |error| on its rows.")
     for col in ("source_family", "kind", "device", "tp", "engine", "model"):
         lines += ["", f"## By {col}", "", markdown_table(_by(df, col))]
     if "loo_source_error" in df:
@@ -54,6 +58,9 @@ def report(df: pd.DataFrame, summary: dict, seconds: float) -> str:
             what = "source" if key == "loo_source_error" else "model-family"
             lines += ["", f"## Leave-one-{what}-out (fitted without the group)",
                       "", markdown_table(_by(df, col, key))]
+        if "loo_each_model_error" in df:
+            lines += ["", "## Leave-one-model-out (each model left out in turn)", "",
+                      markdown_table(_by(df, "model", "loo_each_model_error"))]
         lines += ["", "## Prediction bands (log(published/predicted) of time, left-out rows)", "",
                   markdown_table(s["bands"].round(4))]
     lines += ["", f"({seconds:.0f} s)"]
@@ -87,7 +94,7 @@ def run_accuracy(cfg, out: Path) -> pd.DataFrame:
     from dse.measure.accuracy import run
     params = cfg.task.get("params") or {}
     t0 = time.time()
-    df, summary = run(loo=bool(params.get("loo", True)))
+    df, summary = run(loo=bool(params.get("loo", True)), loo_each_model=bool(params.get("loo_each_model", True)))
     seconds = time.time() - t0
     write_csv(out / "accuracy.csv", df[[c for c in COLUMNS if c in df]])
     text = report(df, summary, seconds)
