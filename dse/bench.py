@@ -3,6 +3,9 @@
 - ``eval_points_per_s``: full metrics (prefill, decode, exact generation sum, memory, accuracy
   proxies) of >= 1,048,576 random designs (GQA × bits × batch × context), vmapped, float32.
 - ``grad_points_per_s``: value and gradient of ``tpot_s`` (smooth) w.r.t. every design leaf.
+- ``eval_points_per_s_moe``, ``grad_points_per_s_moe``: the same over a DeepSeek-V3-like space
+  (routed experts, top-k, expert width, latent rank, window and its layer pattern, bits, batch,
+  context, expert parallelism), every new architecture knob a vmapped leaf (``--only moe``).
 - ``llm_analysis_configs_per_s`` and ``speedup_vs_llm_analysis``: the llm-analysis package's
   ``LLMAnalysis.inference`` on the same kind of configurations, if it is installed
   (``pip install llm-analysis``).
@@ -34,7 +37,7 @@ import numpy as np
 import dse
 from dse.app.build import load_hardware, load_model
 from dse.core.design import Design, Quant, Workload
-from dse.core.metrics import evaluate
+from dse.core.metrics import evaluate, map_points
 
 
 def emit(name: str, value, unit: str, **extra):
@@ -49,8 +52,15 @@ def _random_designs(n: int, seed: int = 0) -> Design:
     arch = jax.tree.map(full, arch)
     arch = type(arch)(**{**arch.__dict__, "n_kv_heads": f32(rng.choice([1, 2, 4, 8, 16, 32], n))})
     quant = Quant(f32(rng.choice([4, 8, 16], n)), f32(rng.choice([8, 16], n)), f32(rng.choice([4, 8, 16], n)))
-    work = Workload(f32(rng.integers(1, 257, n)), f32(rng.integers(128, 32769, n)), f32(rng.integers(1, 1025, n)), full(1.0))
+    work = _workload(n, batch=f32(rng.integers(1, 257, n)), prompt_len=f32(rng.integers(128, 32769, n)),
+                     gen_len=f32(rng.integers(1, 1025, n)))
     return Design(arch, quant, work)
+
+
+def _workload(n: int, **arrays) -> Workload:
+    """A Workload of n points: the given leaves, every other leaf its default repeated."""
+    default = jax.tree.map(lambda v: jnp.full((n,), v, jnp.float32), Workload())
+    return Workload(**{**default.__dict__, **arrays})
 
 
 def _rate(fn, arg, n, repeats=3):
@@ -66,15 +76,43 @@ def _rate(fn, arg, n, repeats=3):
 def bench_core(n: int):
     hw = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), load_hardware("h100_sxm"))
     designs = _random_designs(n)
-    fn = jax.jit(jax.vmap(lambda d: evaluate(d, hw)))
+    fn = jax.jit(lambda ds: map_points(lambda d: evaluate(d, hw), ds))
     t = time.perf_counter()
     jax.block_until_ready(fn(designs))
     emit("eval_compile_s", round(time.perf_counter() - t, 3), "s")
     eval_rate = _rate(fn, designs, n)
     emit("eval_points_per_s", round(eval_rate), "points/s", points=n, metrics=len(fn(designs)))
-    grad = jax.jit(jax.vmap(jax.value_and_grad(lambda d: evaluate(d, hw, smooth=True)["tpot_s"])))
+    grad = jax.jit(lambda ds: map_points(jax.value_and_grad(lambda d: evaluate(d, hw, smooth=True)["tpot_s"]), ds))
     emit("grad_points_per_s", round(_rate(grad, designs, n)), "points/s", points=n)
     return eval_rate
+
+
+def _random_moe_designs(n: int, seed: int = 0) -> Design:
+    """A DeepSeek-V3-like space: every MoE/MLA/window knob random per point."""
+    rng = np.random.default_rng(seed)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    arch = jax.tree.map(lambda v: jnp.full((n,), v, jnp.float32), load_model("deepseek_v3"))
+    pick = lambda *values: f32(rng.choice(values, n))  # noqa: E731
+    knobs = {"n_experts": pick(64, 128, 256), "top_k": pick(2, 4, 8), "d_ff_expert": pick(1024, 2048, 4096),
+             "kv_lora_rank": pick(256, 512, 1024), "window": pick(0, 4096), "global_every": pick(2, 4),
+             "n_shared_experts": pick(0, 1, 2)}
+    arch = type(arch)(**{**arch.__dict__, **knobs})
+    quant = Quant(pick(4, 8, 16), pick(8, 16), pick(4, 8, 16))
+    work = _workload(n, batch=f32(rng.integers(1, 257, n)), prompt_len=f32(rng.integers(128, 32769, n)),
+                     gen_len=f32(rng.integers(1, 1025, n)), tp=jnp.full((n,), 8.0, jnp.float32), ep=pick(1, 2, 4, 8))
+    return Design(arch, quant, work)
+
+
+def bench_moe(n: int):
+    hw = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), load_hardware("h100_sxm"))
+    designs = _random_moe_designs(n)
+    fn = jax.jit(lambda ds: map_points(lambda d: evaluate(d, hw), ds))
+    t = time.perf_counter()
+    jax.block_until_ready(fn(designs))
+    emit("eval_compile_s_moe", round(time.perf_counter() - t, 3), "s")
+    emit("eval_points_per_s_moe", round(_rate(fn, designs, n)), "points/s", points=n, model="deepseek_v3-like")
+    grad = jax.jit(lambda ds: map_points(jax.value_and_grad(lambda d: evaluate(d, hw, smooth=True)["tpot_s"]), ds))
+    emit("grad_points_per_s_moe", round(_rate(grad, designs, n)), "points/s", points=n, model="deepseek_v3-like")
 
 
 def bench_llm_analysis(eval_rate: float, n: int = 200):
@@ -158,13 +196,15 @@ def bench_sweep_kept(quick: bool):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
-    p.add_argument("--only", nargs="*", default=["core", "llm_analysis", "app", "sweep_kept", "optimize", "serve"],
-                   help="any of: core llm_analysis app sweep_kept optimize serve")
+    p.add_argument("--only", nargs="*", default=["core", "moe", "llm_analysis", "app", "sweep_kept", "optimize", "serve"],
+                   help="any of: core moe llm_analysis app sweep_kept optimize serve")
     a = p.parse_args(argv)
     emit("machine", platform.processor() or platform.machine(), "", cpus=os.cpu_count(), jax=jax.__version__,
          devices=[str(d) for d in jax.devices()], dse=dse.__version__, python=platform.python_version())
     n = 1 << 17 if a.quick else 1 << 20
     rate = bench_core(n) if "core" in a.only else None
+    if "moe" in a.only:
+        bench_moe(n)
     if "llm_analysis" in a.only and rate:
         bench_llm_analysis(rate)
     if "app" in a.only:

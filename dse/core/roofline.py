@@ -113,6 +113,8 @@ def collective_time(op: Op, hw: Hardware):
     The two-level interconnect model of :mod:`dse.core.interconnect` (node of ``node_size`` devices
     on the fast link, a network between nodes; NCCL's ring/tree step counts).
     """
+    if isinstance(op.comm_bytes, (int, float)) and op.comm_bytes == 0:  # not a collective: skip it at trace time
+        return 0.0
     return jnp.where(op.comm_bytes > 0, interconnect.collective_time(op.comm_bytes, op.comm_group, op.comm_kind, hw), 0.0)
 
 

@@ -26,7 +26,7 @@ from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
 from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
-from dse.core.metrics import evaluate
+from dse.core.metrics import evaluate, map_points
 from dse.core.serving import SERVE_KNOBS, serve
 from dse.explore.export import write_parquet, write_text
 from dse.explore.pareto import _dominated_by, merge_fronts, objective_matrix, pareto_front
@@ -103,8 +103,8 @@ def eval_indices(indices, values, strides, sizes, design, hw, acc, seed=None, li
     compiled call, so the prefilter costs no extra pass or compilation. Indices at or past
     ``limit`` (the padding of a shard's last chunk) are not valid.
     """
-    out = jax.vmap(lambda i: _point(i, values, strides, sizes, design, hw, acc, conv, keys,
-                                    derive_d_head, dtype))(indices)
+    out = map_points(lambda i: _point(i, values, strides, sizes, design, hw, acc, conv, keys,
+                                      derive_d_head, dtype), indices)
     if limit is not None:
         out["valid"] = out["valid"] & (indices < limit)
     if seed is not None:

@@ -179,3 +179,33 @@ def test_expert_parallel_all_to_all_and_memory():
     assert float(ops["moe_dispatch"].comm_group) == 4
     assert float(ops["allreduce_mlp"].count) == 1  # the dense layer; the MoE layer combines by all-to-all
     assert float(ops["experts"].flops) == 8 * 2 * 32 / 4 * (2 * 3 * 64 + 5)  # a quarter of the group's work
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None)
+@given(E=st.sampled_from([0, 8, 64]), k=st.integers(1, 8), f=st.sampled_from([256, 1024]),
+       rkv=st.sampled_from([0, 128, 512]), window=st.sampled_from([0, 64, 4096]), chunk=st.sampled_from([0, 256]),
+       every=st.integers(0, 4), batch=st.integers(1, 256), prompt=st.integers(1, 8192), ep=st.sampled_from([1, 2]),
+       bits=st.floats(3.0, 16.0))
+def test_gradients_finite_over_every_new_knob(E, k, f, rkv, window, chunk, every, batch, prompt, ep, bits):
+    import jax
+    import jax.numpy as jnp
+    k = min(k, E) if E else 0
+    chunk = 0 if window else chunk
+    mla_dims = dict(kv_lora_rank=rkv, q_lora_rank=rkv, qk_rope_head_dim=32, qk_nope_head_dim=96, v_head_dim=128) if rkv else {}
+    arch = make_arch(n_layers=8, d_model=1024, n_heads=8, n_kv_heads=8 if rkv else 2, d_head=128, d_ff=2048,
+                     vocab=32000, n_experts=E, top_k=k, d_ff_expert=f, n_shared_experts=1 if E else 0,
+                     n_dense_layers=1 if E else 0, window=window, attn_chunk=chunk, global_every=every, **mla_dims)
+    d = Design(arch, Quant(bits, 16.0, bits), Workload(batch=batch, prompt_len=prompt, gen_len=64, tp=2,
+                                                      ep=ep if E else 1, attn_dp=2))
+    d = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), d)
+
+    def f_(dd):
+        m = evaluate(dd, HW, smooth=True)
+        return m["tpot_s"] + m["ttft_s"] + m["loss_proxy"]
+
+    g = jax.grad(f_)(d)
+    for leaf in jax.tree.leaves(g):
+        assert np.isfinite(np.asarray(leaf)).all()
