@@ -105,3 +105,20 @@ def test_accuracy_report_and_plot(tmp_path):
     assert re.search(r"\| a +\| +2 \| +10(\.0)? \|", text)  # rows 1.1/1.0 and 1.8/2.0: median |error| 10%
     plot(tmp_path / "a.png", df, "t")
     assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_catalog_writer_keeps_other_keys(tmp_path):
+    # task=calibrate edits catalog YAMLs in place: fitted keys replaced or appended, every other key and
+    # comment kept, the superseded calibration comment replaced by the new one; the result still loads.
+    from omegaconf import OmegaConf
+    from dse.measure.engines import update_hardware_yaml
+    path = tmp_path / "x.yaml"
+    path.write_text("# device\nname: x\nmem_bw: 1e12  # bytes/s\n# Efficiency and overheads: old fit\n# more old words\n"
+                    "flops_efficiency: 0.73\nnode_size: 8  # devices\n")
+    update_hardware_yaml(path, {"flops_efficiency": 0.62, "step_overhead_s": 6.8e-5}, ["new fit on rows"])
+    text = path.read_text()
+    assert "old fit" not in text and "more old words" not in text and "# Calibration: new fit on rows" in text
+    cfg = OmegaConf.load(path)
+    assert cfg.flops_efficiency == 0.62 and cfg.step_overhead_s == 6.8e-5 and cfg.node_size == 8 and cfg.mem_bw == 1e12
+    update_hardware_yaml(path, {"flops_efficiency": 0.6}, ["again"])  # idempotent: one calibration comment
+    assert path.read_text().count("# Calibration:") == 1
