@@ -191,6 +191,7 @@ class OptimizeConfig:
     seed: int = 0
     local_search_rounds: int = 50
     budget: Optional[int] = None
+    search_learning_rate: float = 0.4
 
 
 @dataclass

@@ -183,8 +183,15 @@ def scaling_loss(n_params, acc: AccuracyParams):
 
 
 def accuracy_terms(arch: Arch, quant: Quant, n_params, acc: AccuracyParams) -> dict:
-    """Each proxy term (nats/token) and their sum ``loss_proxy``."""
-    base = scaling_loss(n_params, acc)
+    """Each proxy term (nats/token) and their sum ``loss_proxy``.
+
+    ``loss.scaling`` counts the parameters of the multi-head equivalent (K/V projections for all
+    ``n_heads``): the GQA points ``loss.gqa`` is fitted to are uptrained from the MHA checkpoint
+    (Ainslie et al. 2023), so their measured loss already includes the effect of the K/V parameters
+    that grouping removes — counting them again in the scaling term charged MQA twice (issue 16).
+    """
+    n_mha = n_params + arch.n_layers * 2.0 * arch.d_model * arch.d_head * jnp.maximum(arch.n_heads - arch.n_kv_heads, 0.0)
+    base = scaling_loss(n_mha, acc)
     ratio = jnp.maximum(arch.n_heads / arch.n_kv_heads, 1.0)
     gqa = base * acc.gqa_c * jnp.log2(ratio) ** acc.gqa_p / acc.gqa_score_ref
     terms = {
@@ -194,6 +201,6 @@ def accuracy_terms(arch: Arch, quant: Quant, n_params, acc: AccuracyParams) -> d
         "loss.kv_quant": bits_penalty(quant.kv_bits, acc.kv_c, acc.kv_k),
         "loss.gqa": gqa,
     }
-    terms.update(arch_terms(arch, base, n_params, acc))
+    terms.update(arch_terms(arch, base, n_mha, acc))  # the same MHA-equivalent count as the scaling term
     terms["loss_proxy"] = sum(terms.values())
     return terms

@@ -291,3 +291,17 @@ def test_trends_ridge_labels_do_not_overlap(monkeypatch):
     assert len(boxes) == len(x)
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     plt.close(fig)
+
+
+def test_gqa_loss_is_not_counted_twice(llama7b, h100):
+    # the GQA points are uptrained MHA models: dropping K/V heads raises loss.gqa only, not loss.scaling
+    import dataclasses
+
+    import dse
+    acc = dse.load_accuracy()
+    m = {kv: dse.evaluate(dse.Design(dataclasses.replace(llama7b, n_kv_heads=float(kv))), h100, acc=acc)
+         for kv in (32, 8, 1)}
+    for kv in (8, 1):
+        assert float(m[kv]["loss.scaling"]) == float(m[32]["loss.scaling"])
+        assert float(m[kv]["loss_proxy"] - m[32]["loss_proxy"]) == pytest.approx(float(m[kv]["loss.gqa"]), rel=1e-12)
+    assert float(m[1]["loss.gqa"]) == pytest.approx(0.016, abs=0.001)  # the figure for MQA

@@ -122,3 +122,12 @@ def test_composition_errors_become_one_line(make_cfg):
 def test_nearest_keys():
     assert nearest("batchh", ["batch", "prompt_len", "gen_len"]) == ["batch"]
     assert nearest("zzz", ["batch"]) == []
+
+
+def test_optimize_schema_covers_the_optimizers_settings_and_constraints():
+    # one source of truth: every Settings/Constraints field is a config key (else `optimize.X` is rejected)
+    from dse.app.schema import ConstraintsConfig, OptimizeConfig
+    from dse.explore.optimize import Constraints, Settings
+    keys = {f.name for f in dataclasses.fields(OptimizeConfig)}
+    assert {f.name for f in dataclasses.fields(Settings)} <= keys
+    assert {f.name for f in dataclasses.fields(Constraints)} <= {f.name for f in dataclasses.fields(ConstraintsConfig)}
