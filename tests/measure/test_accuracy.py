@@ -113,8 +113,8 @@ def test_catalog_writer_keeps_other_keys(tmp_path):
     from omegaconf import OmegaConf
     from dse.measure.engines import update_hardware_yaml
     path = tmp_path / "x.yaml"
-    path.write_text("# device\nname: x\nmem_bw: 1e12  # bytes/s\n# Efficiency and overheads: old fit\n# more old words\n"
-                    "flops_efficiency: 0.73\nnode_size: 8  # devices\n")
+    path.write_text("# device\nname: x\nmem_bw: 1e12  # bytes/s\n# Efficiency and overheads: old fit\n"
+                    "# more old words\nflops_efficiency: 0.73\nnode_size: 8  # devices\n")
     update_hardware_yaml(path, {"flops_efficiency": 0.62, "step_overhead_s": 6.8e-5}, ["new fit on rows"])
     text = path.read_text()
     assert "old fit" not in text and "more old words" not in text and "# Calibration: new fit on rows" in text
