@@ -49,15 +49,16 @@ def _plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def build_arch(model: Mapping[str, Any]):
+def build_arch(model: Mapping[str, Any], explicit: frozenset = frozenset()):
     """Arch from a ``model`` config section; ``hf_config`` (a Hugging Face config.json or a folder
-    holding one) fills every field it describes from the file (see dse/app/hf_config.py)."""
+    holding one) fills every field it describes from the file (see dse/app/hf_config.py), except
+    the ``explicit`` fields the user set on the command line (``model.window=0``), which win."""
     m = _plain(model)
     m.pop("name", None)
     path = m.pop("hf_config", None)
     if path:
         from dse.app.hf_config import hf_model_fields
-        m.update(hf_model_fields(path))
+        m.update({k: v for k, v in hf_model_fields(path).items() if k not in explicit})
     for key in ("n_layers", "d_model", "n_heads", "vocab"):
         v = m.get(key)
         if not isinstance(v, (int, float)) or v < 1 or v != int(v):
@@ -67,10 +68,11 @@ def build_arch(model: Mapping[str, Any]):
     return make_arch(**m)
 
 
-def build_design(cfg: Mapping[str, Any]) -> Design:
-    """Design from a config with ``model``, ``quant`` and ``workload`` sections (validated)."""
+def build_design(cfg: Mapping[str, Any], explicit_model: frozenset = frozenset()) -> Design:
+    """Design from a config with ``model``, ``quant`` and ``workload`` sections (validated);
+    ``explicit_model``: model fields set on the command line (they win over ``model.hf_config``)."""
     q, w = _plain(cfg.get("quant", {})), _plain(cfg.get("workload", {}))
-    design = Design(build_arch(cfg["model"]),
+    design = Design(build_arch(cfg["model"], explicit_model),
                     Quant(**{k: float(v) for k, v in q.items()}),
                     Workload(**{k: float(v) for k, v in w.items()}))
     return validate_design(design)

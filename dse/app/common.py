@@ -1,6 +1,7 @@
 """What every task shares: config → pytrees, the input columns of a result row, run metadata."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import dse
 from dse.app.build import build_accuracy, build_conventions, build_design, build_hardware
 from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
-from dse.core.design import Design
+from dse.core.design import ARCH_STATIC, Design
 from dse.core.hardware import SYSTEM_FIELDS, Hardware
 from dse.core.metrics import evaluate, phase_tables
 
@@ -36,10 +37,12 @@ class Setup:
         c = OmegaConf.to_container(self.cfg, resolve=True)
         out: dict[str, Any] = {}
         a = self.design.arch
-        for k in ("name", "gated_mlp", "causal", "tied_embeddings", "bias", "norm", "parallel_block"):
-            out[f"model.{k}"] = c["model"].get(k)
-        for k in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_ff", "vocab", "n_positions"):
-            out[f"model.{k}"] = as_number(getattr(a, k))
+        hf = c["model"].get("hf_config")
+        out["model.name"] = f"hf:{Path(hf).name}" if hf else c["model"].get("name")
+        out["model.hf_config"] = hf
+        for f in dataclasses.fields(a):  # every Arch field as built (a Hugging Face config fills them all)
+            v = getattr(a, f.name)
+            out[f"model.{f.name}"] = v if f.name in ARCH_STATIC else as_number(v)
         for section in ("quant", "workload"):
             for k, v in c[section].items():
                 out[f"{section}.{k}"] = as_number(v)
@@ -66,7 +69,9 @@ def as_number(v):
 
 def setup(cfg: DictConfig) -> Setup:
     """Validate and build all pytrees from a composed config (raises DesignError on bad input)."""
-    return Setup(build_design(cfg), build_hardware(cfg.hardware), build_conventions(cfg.conventions),
+    explicit = frozenset(o.split("=", 1)[0].lstrip("+~").removeprefix("model.") for o in hydra_overrides()
+                         if o.lstrip("+~").startswith("model."))
+    return Setup(build_design(cfg, explicit), build_hardware(cfg.hardware), build_conventions(cfg.conventions),
                  build_accuracy(cfg.accuracy), cfg)
 
 

@@ -25,6 +25,8 @@ def ops_frame(design: Design, hw: Hardware, conv: Conventions = DEFAULT, *, tabl
     for phase, (ops, times) in tables.items():
         phase_name = phase if (phase != "prefill" or design.arch.causal) else "encode"
         for name, op in ops.items():
+            if float(op.count) == 0:  # an operator this model does not have (dense: no experts; GQA: no latent)
+                continue
             t = times[name]
             compute, memory, comm = float(t.compute_s), float(t.memory_s), float(t.comm_s)
             if comm > 0:
