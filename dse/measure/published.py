@@ -13,9 +13,11 @@ The data (``dse/data/published_measurements.csv``, 496 rows; definitions in
   from the prefill, so the time is the prefill plus 199 decode steps.
 - TensorRT-LLM ≤ 0.9 (performance docs v0.5–v0.9, the H100 blog): static batches,
   ``OSL · batch / total latency`` (the first output token comes from the context phase, so the
-  latency is a prefill plus OSL − 1 decode steps), divided by the GPU count where the column is
-  "per GPU"; first-token latency is the prefill alone; the blog's batch-1 throughput (output
-  length "-") is the single-stream decode rate ``1 / TPOT``.
+  latency is a prefill plus OSL − 1 decode steps), divided by the GPU count (≤ 0.9 reports per
+  GPU, also where performance.md v0.6.1's header says "out tok/s"; the rows' notes); first-token
+  latency is the prefill alone; the blog's batch-1 throughput (output length "-") is the
+  single-stream decode rate ``1 / TPOT``. FasterTransformer's "Memory Usage (GB)" is read as GiB
+  (nvidia-smi reports MiB).
 
 Architectures: the GPT-3-style shapes are parsed from each row's ``notes`` (learned positions,
 LayerNorm, GELU MLP of 4·hidden, biases, vocabulary 51200, Brown et al. 2020); GPT-J-6B from
