@@ -56,38 +56,38 @@ class PeakFlopsConfig:  # FLOP/s, dense; 0 = no such unit
     int4: float = 0.0
 
 
-@dataclass
-class HardwareConfig:
-    name: str = "custom"
-    year: Optional[int] = None  # release year (for trend plots)
-    mem_bw: float = 1e12  # bytes/s
-    mem_capacity: float = 80e9  # bytes
-    peak_flops: PeakFlopsConfig = field(default_factory=PeakFlopsConfig)
-    link_bw: float = 0.0  # bytes/s per direction
-    link_latency: float = 0.0  # s per collective (fixed: launch and synchronization)
-    flops_efficiency: float = 1.0
-    mem_efficiency: float = 1.0
-    kernel_overhead_s: float = 0.0
-    gemm_half_tokens: float = 0.0  # weight matmuls on T rows reach flops_efficiency·T/(T + this)
-    attn_efficiency: float = 1.0  # attention kernels' fraction of the roofline
-    node_size: int = 8  # devices per node on the fast link (link_bw); larger groups cross the network
-    link_hop_latency: float = 0.0  # s per sequential step of a collective inside a node
-    net_bw: float = 0.0  # bytes/s per device, one direction, between nodes (0: no network)
-    net_latency: float = 0.0  # s per sequential step of a collective across the network
-    power_idle_w: float = 0.0  # W per device while idle
-    power_busy_w: float = 0.0  # W per device while running (0: unknown, j_per_token = 0)
-    usd_per_hour: float = 0.0  # USD per device-hour (0: unknown, usd_per_mtok = 0)
-    step_overhead_s: float = 0.0  # the engine's fixed cost per forward step (s)
-    mem_reserve_bytes: float = 0.0  # memory the engine holds besides weights, cache, activations (bytes)
-    act_buffer_factor: float = 0.0  # preallocated activation buffers, multiples of the peak activation
-    ideal: bool = False  # true: efficiency 1 and no overhead (the ideal roofline)
+def _hardware_schema():
+    """``hardware.*`` keys generated from the Hardware pytree (one source of truth): every numeric
+    field as a float (``node_size`` an int), the per-precision peaks grouped under ``peak_flops``
+    (bf16 and fp16 share one unit), plus ``name``, ``year`` and ``ideal``."""
+    from dse.core.hardware import Hardware
+
+    required = {"mem_bw": 1e12, "mem_capacity": 80e9}  # the Hardware fields without a default
+    fields_ = [("name", str, "custom"), ("year", Optional[int], None)]  # year: release year (trend plots)
+    for f in dataclasses.fields(Hardware):
+        if f.name.startswith("peak_"):
+            if f.name == "peak_fp32":
+                fields_.append(("peak_flops", PeakFlopsConfig, field(default_factory=PeakFlopsConfig)))
+            continue
+        kind = int if f.name == "node_size" else float
+        default = required[f.name] if f.default is dataclasses.MISSING else f.default
+        fields_.append((f.name, kind, kind(default)))
+    fields_.append(("ideal", bool, False))  # true: efficiency 1 and no overhead (the ideal roofline)
+    return dataclasses.make_dataclass("HardwareConfig", fields_)
 
 
-@dataclass
-class QuantConfig:
-    w_bits: float = 16.0
-    a_bits: float = 16.0
-    kv_bits: float = 16.0
+HardwareConfig = _hardware_schema()
+
+
+def _quant_schema():
+    """``quant.*`` keys generated from the Quant pytree (bits per element, real numbers)."""
+    from dse.core.design import Quant
+
+    return dataclasses.make_dataclass("QuantConfig", [(f.name, float, float(f.default))
+                                                      for f in dataclasses.fields(Quant)])
+
+
+QuantConfig = _quant_schema()
 
 
 def _workload_schema():
