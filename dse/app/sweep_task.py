@@ -188,8 +188,8 @@ def run_sweep_bench(n_points: int, out_dir) -> tuple[float, int]:
 
 def run_sweep_kept_bench(n_points: int, out_dir) -> tuple[float, int, int, int]:
     """task=sweep keeping every row (``sweep.keep_results=all``) on about ``n_points`` of the issue-16
-    grid (GQA × w bits × KV bits × every batch 1…256 × prompt lengths in steps of 64), whose front
-    has thousands of designs: (seconds, points, rows written, front rows)."""
+    grid (GQA × w bits × KV bits × every batch 1…512 × prompt lengths in steps of 8, within Llama-2's
+    4,096-token context), whose front has thousands of designs: (seconds, points, rows written, front rows)."""
     from hydra import compose, initialize_config_dir
 
     from dse.app.build import resource_dir
@@ -197,10 +197,10 @@ def run_sweep_kept_bench(n_points: int, out_dir) -> tuple[float, int, int, int]:
     from dse.app.schema import register_configs
 
     register_configs()
-    prompts = max(1, round(n_points / (6 * 3 * 3 * 256)))
+    prompts = max(1, min(496, round(n_points / (6 * 3 * 3 * 512))))
     overrides = ["space=none", "+space.model.n_kv_heads=[32,16,8,4,2,1]", "+space.quant.w_bits=[16,8,4]",
-                 "+space.quant.kv_bits=[16,8,4]", "+space.workload.batch={low: 1, high: 256, integer: true}",
-                 f"+space.workload.prompt_len={{low: 64, high: {64 * prompts}, multiple_of: 64}}",
+                 "+space.quant.kv_bits=[16,8,4]", "+space.workload.batch={low: 1, high: 512, integer: true}",
+                 f"+space.workload.prompt_len={{low: 8, high: {8 * prompts}, multiple_of: 8}}",
                  "sweep.keep_results=all", "sweep.progress=false"]
     with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)

@@ -10,7 +10,7 @@ import math
 import typing
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from dse.app.main import run
@@ -61,7 +61,7 @@ def _outcome(make_cfg, tmp_path, monkeypatch, capsys, *overrides):
 BAD = ["abc", "'[1, 2]'", "-1", "0", "1e30", "-1e30", "nan", "inf", "-inf", "2.5"]
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(key=st.sampled_from(LEAVES), value=st.sampled_from(BAD), unknown=st.booleans(), plus=st.booleans())
 def test_fuzz_overrides_end_in_a_result_or_one_line(make_cfg, tmp_path, monkeypatch, capsys, key, value, unknown, plus):
