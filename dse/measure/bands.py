@@ -101,4 +101,4 @@ def with_bands_frame(df):
             n = n * df[k].astype(float).values
     cols = {k: df[k].values for k in df.columns if _is_time(k) or _is_rate(k) or k in need}
     extra = {k: v for k, v in with_bands(cols, n).items() if k.endswith(("_p10", "_p90")) and k not in df}
-    return df.assign(**extra)
+    return pd.concat([df, pd.DataFrame(extra, index=df.index)], axis=1)  # one insert (no fragmentation)
