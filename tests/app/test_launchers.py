@@ -29,6 +29,19 @@ SPACE = ("task=sweep", "sweep.progress=false", "space=none", "+space.model.n_kv_
 SHARDS = ("sweep.num_shards=3", "sweep.shard=range(0,3)")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def jax_cache(tmp_path_factory):
+    """One persistent JAX compilation cache for this module's processes (launcher jobs, Ray workers):
+    the unsharded run compiles the sweep once, every shard job loads it (same chunk shapes)."""
+    old = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+    yield
+    if old is None:
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    else:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="module")
 def unsharded(tmp_path_factory):
     d = tmp_path_factory.mktemp("whole")
