@@ -90,11 +90,19 @@ def plot(path: Path, df: pd.DataFrame, title: str) -> None:
     save_figure(fig, path)
 
 
+def catalog():
+    """The catalog as the measure layer reads it (conf/ through dse.app.build)."""
+    from dse.app.build import load_hardware, load_model, resource_dir
+    from dse.measure.accuracy import Catalog
+    return Catalog(load_model=load_model, load_hardware=load_hardware, conf_dir=resource_dir("conf"))
+
+
 def run_accuracy(cfg, out: Path) -> pd.DataFrame:
     from dse.measure.accuracy import run
     params = cfg.task.get("params") or {}
     t0 = time.time()
-    df, summary = run(loo=bool(params.get("loo", True)), loo_each_model=bool(params.get("loo_each_model", True)))
+    df, summary = run(catalog(), loo=bool(params.get("loo", True)),
+                      loo_each_model=bool(params.get("loo_each_model", True)))
     seconds = time.time() - t0
     write_csv(out / "accuracy.csv", df[[c for c in COLUMNS if c in df]])
     text = report(df, summary, seconds)
@@ -109,12 +117,12 @@ def run_accuracy(cfg, out: Path) -> pd.DataFrame:
 def run_calibrate(cfg, out: Path) -> dict:
     from dse.measure.accuracy import calibrate, run
     params = cfg.task.get("params") or {}
-    vals = calibrate()
+    vals = calibrate(catalog())
     bands = None
     if params.get("bands", True):  # the bands of the catalog just written, from leave-one-out fits
         from dse.measure.bands import write_bands
         from dse.measure.engines import stamp
-        _, summary = run(loo=True)
+        _, summary = run(catalog(), loo=True)
         bands = summary["bands"]
         write_bands(bands, f"task=calibrate {stamp()}: p10/p90 of leave-one-out log(published/predicted) time "
                            "by regime")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +48,16 @@ FAMILY = {
 }
 
 
+@dataclass(frozen=True)
+class Catalog:
+    """What this layer reads from the app's catalog (``conf/``), passed in so measure never imports
+    the app: ``dse.app.accuracy_task.catalog()`` builds it from ``dse.app.build``."""
+
+    load_model: Callable  # name -> Arch (conf/model)
+    load_hardware: Callable  # name -> Hardware (conf/hardware)
+    conf_dir: Path  # conf/ (hardware/ and engine/ are written by calibrate)
+
+
 @dataclass
 class Problem:
     """The published rows as stacked pytrees, grouped by architecture structure (one compile each)."""
@@ -57,13 +69,12 @@ class Problem:
     order: np.ndarray  # the row index of each prediction, in chunk order
 
     @classmethod
-    def build(cls, df: pd.DataFrame | None = None, hardware: dict | None = None) -> "Problem":
-        from dse.app.build import load_hardware
+    def build(cls, catalog: Catalog, df: pd.DataFrame | None = None) -> "Problem":
         df = load() if df is None else df
         df = df.assign(family=df.device.map(FAMILY), engine=df.engine_short)
-        ds, ok = designs(df)
+        ds, ok = designs(df, catalog.load_model)
         df = df.assign(expressible=ok)
-        hw = hardware or {n: load_hardware(n) for n in df.device.dropna().unique()}
+        hw = {n: catalog.load_hardware(n) for n in df.device.dropna().unique()}
         hw = {name: {sys: _with_system(h, sys) for sys in df.hardware.unique()} for name, h in hw.items()}
         by_structure: dict = {}
         for i, d in enumerate(ds):
@@ -190,11 +201,10 @@ ENGINE_FILES = {"FasterTransformer": "fastertransformer", "Megatron-LM": "megatr
 DEFAULT_ENGINE = "TensorRT-LLM"
 
 
-def catalog_theta(problem: Problem, layout: cal.Layout) -> np.ndarray:
+def catalog_theta(problem: Problem, layout: cal.Layout, catalog: Catalog) -> np.ndarray:
     """The parameter vector that reproduces the shipped catalog: each family's values from its
     devices' ``conf/hardware`` entries, each engine's from ``conf/engine`` (so the table is what a
     user of the catalog gets)."""
-    from dse.app.build import load_hardware
     from dse.measure.engines import load_engine
     theta = np.zeros(layout.size)
     for i, (t, k) in enumerate(zip(layout.terms, layout.offsets())):
@@ -202,9 +212,9 @@ def catalog_theta(problem: Problem, layout: cal.Layout) -> np.ndarray:
         for g in layout.groups[i]:
             if t.by == "family":
                 dev = problem.df.device[problem.df.family == g].iloc[0]
-                vals.append(float(getattr(load_hardware(dev), t.field)))
+                vals.append(float(getattr(catalog.load_hardware(dev), t.field)))
             else:
-                vals.append(float(load_engine(ENGINE_FILES[g]).get(t.field, 0.0)))
+                vals.append(float(load_engine(catalog.conf_dir, ENGINE_FILES[g]).get(t.field, 0.0)))
         x = np.asarray([cal.to_param(t.kind, v if (t.kind == cal.UNIT or v > 0) else 1e-12 * t.scale, t.scale)
                         for v in vals])
         theta[k] = x.mean()
@@ -267,15 +277,16 @@ def nested_coverage(log_ratio, regimes, groups) -> float:
     return float(np.mean(inside))
 
 
-def run(loo: bool = True, loo_each_model: bool = False, progress=print) -> tuple[pd.DataFrame, dict]:
+def run(catalog: Catalog, loo: bool = True, loo_each_model: bool = False,
+        progress=print) -> tuple[pd.DataFrame, dict]:
     """Every row predicted with the shipped catalog, the leave-one-out predictions, bands and summary.
 
     ``loo_each_model``: also refit with each of the 14 models left out in turn (column
     ``loo_each_model_error``; about 10 s more), a finer fold than the model family.
     """
-    problem = Problem.build()
+    problem = Problem.build(catalog)
     layout = problem.layout()
-    theta = catalog_theta(problem, layout)
+    theta = catalog_theta(problem, layout, catalog)
     pred, share = predictions(problem, layout, theta)
     df = problem.df.assign(predicted=pred, mem_share=share)
     df["error"] = df.predicted / df.published - 1
@@ -316,19 +327,18 @@ def run(loo: bool = True, loo_each_model: bool = False, progress=print) -> tuple
     return df, summary
 
 
-def calibrate(progress=print, bands: pd.DataFrame | None = None) -> dict:
+def calibrate(catalog: Catalog, progress=print) -> dict:
     """Fit every term on every published row and write the catalog: each fitted family's values into
     every ``conf/hardware`` device of that family (calibrated where the family has rows, transferred
     to its other devices), each engine's terms into ``conf/engine``, the catalog's engine terms from
-    TensorRT-LLM; the bands (if given) into ``dse/data/prediction_bands.csv``. Returns the values."""
-    from dse.app.build import resource_dir
+    TensorRT-LLM. Returns the values."""
     from dse.measure import engines
-    problem = Problem.build()
+    problem = Problem.build(catalog)
     layout, theta, info = fit(problem, max_nfev=80)
     vals = cal.values(layout, theta)
     progress(f"fit on {len(problem.df)} rows: {info}")
     counts = problem.df.groupby("family").size()
-    hw_dir = resource_dir("conf") / "hardware"
+    hw_dir = Path(catalog.conf_dir) / "hardware"
     date = engines.stamp()
     engine_vals = {e: {t.field: vals[f"{t.field}@engine"][e] for t in layout.terms if t.by == "engine"}
                    for e in problem.group_names["engine"]}
@@ -352,8 +362,5 @@ def calibrate(progress=print, bands: pd.DataFrame | None = None) -> dict:
         engines.update_hardware_yaml(path, {**fam_vals, **engine_vals[DEFAULT_ENGINE]}, comment)
     n_rows = problem.df.groupby("engine").size()
     for e, v in engine_vals.items():
-        engines.write_engine(ENGINE_FILES[e], e, v, f"{date}; {n_rows[e]} published rows")
-    if bands is not None:
-        from dse.measure.bands import write_bands
-        write_bands(bands, f"task=calibrate {date}: p10/p90 of leave-one-out log errors (time direction) by regime")
+        engines.write_engine(catalog.conf_dir, ENGINE_FILES[e], e, v, f"{date}; {n_rows[e]} published rows")
     return vals

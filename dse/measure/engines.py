@@ -18,16 +18,11 @@ from dse.core.design import DesignError
 ENGINE_KEYS = ("kernel_overhead_s", "step_overhead_s", "mem_reserve_bytes", "act_buffer_factor")
 
 
-def engine_dir() -> Path:
-    from dse.app.build import resource_dir
-    return resource_dir("conf") / "engine"
-
-
-def load_engine(name: str) -> dict:
-    """{Hardware field: value} of an engine profile."""
-    path = engine_dir() / f"{name}.yaml"
+def load_engine(conf_dir: Path, name: str) -> dict:
+    """{Hardware field: value} of an engine profile (``conf_dir``: the catalog's conf/ folder)."""
+    path = Path(conf_dir) / "engine" / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in engine_dir().glob("*.yaml"))
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise DesignError(f"engine={name!r}: unknown engine; available: {known}")
     raw = OmegaConf.to_container(OmegaConf.load(path))
     return {k: float(v) for k, v in raw.items() if k in ENGINE_KEYS}
@@ -37,8 +32,8 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def write_engine(name: str, label: str, values: dict, note: str, directory: Path | None = None) -> Path:
-    path = (directory or engine_dir()) / f"{name}.yaml"
+def write_engine(conf_dir: Path, name: str, label: str, values: dict, note: str) -> Path:
+    path = Path(conf_dir) / "engine" / f"{name}.yaml"
     lines = ["# @package hardware",
              f"# {label}: software terms calibrated by `python -m dse task=calibrate` ({note}).",
              f"# `+engine={name}` puts them on the selected hardware (whose catalog values are TensorRT-LLM's)."]

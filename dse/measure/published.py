@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -68,8 +69,9 @@ def model_family(model: str) -> str:
     return "GPT-3-style"
 
 
-def arch_of(model: str, notes: str) -> Arch | None:
-    """The Arch of a published model; None where dse cannot express it (yet)."""
+def arch_of(model: str, notes: str, load_model: Callable[[str], Arch]) -> Arch | None:
+    """The Arch of a published model; None where dse cannot express it (yet). ``load_model``: the
+    catalog's loader (``dse.app.build.load_model``), passed in so this layer never imports the app."""
     m = _GPT3.search(notes or "")
     if "GPT-3-style" in model and m:
         L, H, d, h = (int(x) for x in m.groups())
@@ -78,7 +80,6 @@ def arch_of(model: str, notes: str) -> Arch | None:
     if model == "GPT-J-6B":
         return make_arch(**GPT_J)
     if model in LLAMA:
-        from dse.app.build import load_model
         return load_model(LLAMA[model])
     if model == "Llama-3.1-405B":
         return make_arch(**LLAMA_405B)
@@ -152,7 +153,7 @@ def load(path: Path | str = CSV) -> pd.DataFrame:
     return df
 
 
-def designs(df: pd.DataFrame) -> tuple[list, np.ndarray]:
+def designs(df: pd.DataFrame, load_model: Callable[[str], Arch]) -> tuple[list, np.ndarray]:
     """(Design or None per row, expressible mask): None where the model or the parallelism is not in dse."""
     has_pp = "pp" in {f.name for f in dataclasses.fields(Workload)}
     cache: dict = {}
@@ -160,7 +161,7 @@ def designs(df: pd.DataFrame) -> tuple[list, np.ndarray]:
     for r in df.itertuples():
         key = (r.model, r.notes if "GPT-3-style" in r.model else "")
         if key not in cache:
-            cache[key] = arch_of(r.model, r.notes)
+            cache[key] = arch_of(r.model, r.notes, load_model)
         arch = cache[key]
         if arch is None or (r.pp > 1 and not has_pp):
             out.append(None)

@@ -16,7 +16,8 @@ def rows():
 
 def test_every_row_is_expressible_with_its_definition(rows):
     assert len(rows) == 496
-    _, ok = designs(rows)
+    from dse.app.build import load_model
+    _, ok = designs(rows, load_model)
     assert ok.all()
     # gpt-fast: 200 new tokens, the first from the 5-token prefill -> prefill + 199 decode steps
     g = rows[rows.source_family == "gpt-fast"]
@@ -75,8 +76,9 @@ def test_bands_by_regime():
 def test_catalog_agreement_does_not_rot():
     # The small version of `python -m dse task=accuracy` (no leave-one-out refits): every published
     # row with the catalog as shipped. README: median 5.6%; the must-show bound is 8%.
+    from dse.app.accuracy_task import catalog
     from dse.measure.accuracy import run
-    df, s = run(loo=False)
+    df, s = run(catalog(), loo=False)
     assert s["expressible"] == 496
     assert s["median_abs_error"] <= 0.08
     for src, g in df.groupby("source_family"):
