@@ -122,11 +122,16 @@ def validate_knobs(knobs: list[Knob], design: Design, hw: Hardware) -> None:
     n_coupled = len(coupled.intersection(k.key for k in knobs))
     for k in knobs:
         tree, _ = _knob_target(k.key)
-        for v in k.values:
-            d, h = set_knob(design, hw, k.key, float(v))
-            if tree == "hardware":
-                validate_hardware(h)
-            elif k.key not in coupled or n_coupled <= 1:
-                validate_design(d, prefix="space: ")
-            elif v < 1 or v != round(v):
-                raise DesignError(f"space: {k.key}={v:g}: must be a positive integer")
+        # all of a knob's values at once (the rules are array code, naming the first bad value): a
+        # 100,000-value knob took ~20 s one value at a time (issue 16), 0.05 s now
+        v = np.asarray(k.values, dtype=float)
+        d, h = set_knob(design, hw, k.key, v)
+        if tree == "hardware":
+            validate_hardware(h)
+        elif k.key not in coupled or n_coupled <= 1:
+            validate_design(d, prefix="space: ")
+        else:
+            bad = (v < 1) | (v != np.round(v))
+            if bad.any():
+                raise DesignError(f"space: {k.key}={v[bad][0]:g}: must be a positive integer")
+

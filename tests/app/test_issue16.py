@@ -305,3 +305,16 @@ def test_gqa_loss_is_not_counted_twice(llama7b, h100):
         assert float(m[kv]["loss.scaling"]) == float(m[32]["loss.scaling"])
         assert float(m[kv]["loss_proxy"] - m[32]["loss_proxy"]) == pytest.approx(float(m[kv]["loss.gqa"]), rel=1e-12)
     assert float(m[1]["loss.gqa"]) == pytest.approx(0.016, abs=0.001)  # the figure for MQA
+
+
+def test_a_100000_value_knob_validates_in_well_under_a_second(llama7b, h100):
+    import time
+
+    from dse.core.design import Design
+    from dse.explore.space import parse_knob, validate_knobs
+    knob = parse_knob("workload.prompt_len", {"low": 1, "high": 100_000, "integer": True})
+    t = time.perf_counter()
+    validate_knobs([knob], Design(llama7b), h100)
+    assert time.perf_counter() - t < 2.0  # was ~20 s, one value at a time
+    with pytest.raises(DesignError, match="space: model.n_kv_heads=3: must divide"):
+        validate_knobs([parse_knob("model.n_kv_heads", [32, 16, 3])], Design(llama7b), h100)
