@@ -51,7 +51,7 @@ def report(df: pd.DataFrame, summary: dict, seconds: float) -> str:
         if "loo_each_model_median_abs_error" in s:
             lines[-1] += (f" Each model left out in turn: {100 * s['loo_each_model_median_abs_error']:.1f}% "
                           "median |error| on its rows.")
-    for col in ("source_family", "kind", "device", "tp", "engine", "model"):
+    for col in ("source_family", "metric", "kind", "device", "tp", "engine", "model"):
         lines += ["", f"## By {col}", "", markdown_table(_by(df, col))]
     if "loo_source_error" in df:
         for col, key in (("source_family", "loo_source_error"), ("model_family", "loo_model_error")):

@@ -20,7 +20,9 @@ The data (``dse/data/published_measurements.csv``, 496 rows; definitions in
   (nvidia-smi reports MiB).
 
 Architectures: the GPT-3-style shapes are parsed from each row's ``notes`` (learned positions,
-LayerNorm, GELU MLP of 4·hidden, biases, vocabulary 51200, Brown et al. 2020); GPT-J-6B from
+LayerNorm, GELU MLP of 4·hidden, biases, vocabulary 51200, input and output embeddings shared as
+in GPT-2/GPT-3 and Megatron-LM; Brown et al. 2020); FasterTransformer's pipeline rows use its
+own micro-batch rule (:func:`ft_microbatches`); GPT-J-6B from
 EleutherAI/gpt-j-6b ``config.json`` (28 layers, 4096 wide, 16 heads of 256, MLP 16384, parallel
 attention and MLP, vocabulary 50400); Llama from the catalog (``conf/model``) and Hugging Face
 ``config.json`` (Llama-3.1-405B: 126 layers, 16384 wide, 128 heads, 8 KV heads, MLP 53248,
@@ -76,7 +78,7 @@ def arch_of(model: str, notes: str, load_model: Callable[[str], Arch]) -> Arch |
     if "GPT-3-style" in model and m:
         L, H, d, h = (int(x) for x in m.groups())
         return make_arch(n_layers=L, d_model=h, n_heads=H, d_head=d, d_ff=4 * h, vocab=51200, n_positions=2048,
-                         gated_mlp=False, bias=True, norm="layernorm")
+                         gated_mlp=False, bias=True, norm="layernorm", tied_embeddings=True)
     if model == "GPT-J-6B":
         return make_arch(**GPT_J)
     if model in LLAMA:
@@ -153,6 +155,19 @@ def load(path: Path | str = CSV) -> pd.DataFrame:
     return df
 
 
+def ft_microbatches(batch: float, seq: float, pp: float) -> float:
+    """FasterTransformer's micro-batches of a pipelined pass over ``seq`` tokens per sequence
+    (``getLocalBatchSize``, src/fastertransformer/utils/nccl_utils.cc @ 0311bc6): the batch is split
+    into ``pp`` micro-batches when divisible, then each halved while micro-batch × seq > 2048."""
+    batch, pp = int(batch), int(pp)
+    if pp == 1:
+        return 1.0
+    local = batch // pp if batch % pp == 0 else batch
+    while local * seq > 2048 and local % 2 == 0:
+        local //= 2
+    return float(batch // local)
+
+
 def designs(df: pd.DataFrame, load_model: Callable[[str], Arch]) -> tuple[list, np.ndarray]:
     """(Design or None per row, expressible mask): None where the model or the parallelism is not in dse."""
     has_pp = "pp" in {f.name for f in dataclasses.fields(Workload)}
@@ -169,6 +184,9 @@ def designs(df: pd.DataFrame, load_model: Callable[[str], Arch]) -> tuple[list, 
         w = dict(batch=r.batch, prompt_len=r.prompt_len, gen_len=r.gen_len, tp=r.tp)
         if has_pp:
             w["pp"] = r.pp
+            if r.pp > 1 and str(r.engine).startswith("FasterTransformer"):  # the engine's own micro-batching
+                w["microbatches"] = ft_microbatches(r.batch, 1, r.pp)
+                w["prefill_microbatches"] = ft_microbatches(r.batch, r.prompt_len, r.pp)
         out.append(Design(arch, Quant(r.w_bits, r.a_bits, r.kv_bits), Workload(**{k: float(v) for k, v in w.items()})))
     return out, np.asarray([d is not None for d in out])
 

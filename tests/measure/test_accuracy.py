@@ -90,7 +90,8 @@ def test_accuracy_report_and_plot(tmp_path):
     # and both leave-one-out tables appear, the medians are the rows' own.
     import pandas as pd
     from dse.app.accuracy_task import plot, report
-    df = pd.DataFrame({"source_family": ["a", "a", "b"], "kind": ["e2e_s"] * 3, "device": ["x"] * 3, "tp": [1, 2, 1],
+    df = pd.DataFrame({"source_family": ["a", "a", "b"], "metric": ["FT Latency (ms)"] * 3, "kind": ["e2e_s"] * 3,
+                       "device": ["x"] * 3, "tp": [1, 2, 1],
                        "engine": ["e"] * 3, "model": ["m"] * 3, "model_family": ["f", "f", "g"],
                        "published": [1.0, 2.0, 4.0], "predicted": [1.1, 1.8, 4.0]})
     df["error"] = df.predicted / df.published - 1
