@@ -71,6 +71,8 @@ def check_physical(s, knob_max: dict | None = None) -> list[str]:
     ``knob_max``: {knob key: largest swept value} for a sweep, so its extremes are checked too."""
     label = f" for {s.cfg.hardware.name}" if s.cfg.get("hardware") is not None else ""
     check_links(s.design, s.hw, label, knob_max)
+    if not s.design.arch.causal and float(np.min(s.design.workload.prompt_len)) <= 0:
+        raise DesignError("workload.prompt_len=0: an encoder has nothing to compute without input tokens")
     warnings = []
     name = str(s.cfg.model.get("name", "the model")) if s.cfg.get("model") is not None else "the model"
     msg = context_warning(s.design, name, (knob_max or {}).get("workload.prompt_len"))

@@ -195,6 +195,8 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     tables = phase_tables(design, hw, conv, smooth=smooth)
     m: dict = {}
     pre = _phase(*tables["prefill"], w.tp * w.attn_dp)
+    # no prompt, no prefill: a 0-token step would still read every weight (issue 16: a TTFT was reported)
+    pre = {k: jnp.where(w.prompt_len > 0, v, 0.0 * v) for k, v in pre.items()}
     zero = 0.0 * w.prompt_len
     if a.causal:
         dec = _phase(*tables["decode"], w.tp * w.attn_dp)
@@ -207,11 +209,12 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     pre, dec, gen = pipelined(design, hw, tables, pre, dec, gen, a.causal)
     # the engine's fixed cost per forward step (host-side scheduling, sampling, synchronization)
     step = hw.step_overhead_s if conv.efficiency else 0.0
-    pre["time_s"] = pre["time_s"] + step
+    step_pre = jnp.where(w.prompt_len > 0, step, 0.0)  # no prompt, no prefill step (issue 16)
+    pre["time_s"] = pre["time_s"] + step_pre
     if a.causal:
         dec["time_s"] = dec["time_s"] + step
         gen["time_s"] = gen["time_s"] + w.gen_len * step
-    pre = _attribute(pre, pre_mb_time, step)
+    pre = _attribute(pre, pre_mb_time, step_pre)
     if a.causal:
         dec = _attribute(dec, dec_mb_time, step)
     m.update({f"prefill.{k}": v for k, v in pre.items()})
@@ -224,7 +227,7 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     m["tokens_per_s"] = w.batch * n_gen / m["e2e_s"]
     m["decode_tokens_per_s"] = jnp.where(a.causal, w.batch / jnp.maximum(m["tpot_s"], 1e-30), zero)
     total_flops, total_bytes = pre["flops"] + gen["flops"], pre["bytes"] + gen["bytes"]
-    m["prefill.arithmetic_intensity"] = pre["flops"] / pre["bytes"]
+    m["prefill.arithmetic_intensity"] = pre["flops"] / jnp.maximum(pre["bytes"], 1e-30)
     m["decode.arithmetic_intensity"] = dec["flops"] / jnp.maximum(dec["bytes"], 1e-30)
     m["arithmetic_intensity"] = total_flops / total_bytes
 

@@ -66,7 +66,9 @@ def test_context_past_the_models_maximum_warns_with_the_numbers(make_cfg, tmp_pa
 
 
 def test_prompt_of_zero_tokens_reports_no_prefill(make_cfg, tmp_path, monkeypatch, capsys):
-    _run(make_cfg, tmp_path, monkeypatch, "task=evaluate", "workload.prompt_len=0")
+    row = _run(make_cfg, tmp_path, monkeypatch, "task=evaluate", "workload.prompt_len=0")
+    assert row["ttft_s"] == 0 and row["prefill.time_s"] == 0 and row["prefill.bytes"] == 0  # no 0-token step
+    assert all(np.isfinite(v) for v in row.values() if isinstance(v, float))
     out = capsys.readouterr().out
     assert "heaviest prefill ops" not in out and "TTFT" not in out.replace("no TTFT", "")
     assert "| prefill" not in out and "no prompt" in out
