@@ -14,12 +14,13 @@ def test_default_study_writes_its_files(tmp_path):
         assert (tmp_path / "study" / name).stat().st_size > 0, name
     assert "Pareto front" in p.stdout
     res = pd.read_csv(tmp_path / "study" / "results.csv")
-    assert len(res) == 3 * 3 * 3 * 9 * 7  # MHA/GQA/MQA x w bits x kv bits x batch x context
+    assert len(res) == 3 * 3 * 3 * 9 * 4  # MHA/GQA/MQA x w bits x kv bits x batch x context (up to 4k)
     for col in ("model.n_kv_heads", "quant.w_bits", "workload.batch", "hardware.name", "decode_tokens_per_s",
                 "loss_proxy", "fits_memory", "meta.jax_version", "meta.git_revision", "meta.device"):
         assert col in res.columns, col
     front = pd.read_csv(tmp_path / "study" / "pareto.csv")
     assert front["fits_memory"].all() and (~res["fits_memory"]).any()  # non-fitting kept in results, not on the front
+    assert sorted(front["workload.prompt_len"].unique()) == [512, 1024, 2048, 3968]  # one front per context
 
 
 def test_evaluate_llm_viewer_worked_example_through_cli(tmp_path):
