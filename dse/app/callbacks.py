@@ -99,7 +99,7 @@ def comparison(union: pd.DataFrame, front: pd.DataFrame, objectives: list[dict],
         on_front = front
         for c, v in zip(cats, keys if isinstance(keys, tuple) else (keys,)):
             on_front = on_front[on_front[c] == v]
-        row["designs"], row["on the joint front"] = len(g), len(on_front)
+        row["rows"], row["on the joint front"] = len(g), len(on_front)  # rows: its jobs' results or fronts
         out.append(row)
     first = objectives[0]
     table = pd.DataFrame(out)
