@@ -200,7 +200,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
     p.add_argument("--only", nargs="*", default=["core", "moe", "llm_analysis", "app", "sweep_kept", "optimize", "serve"],
-                   help="any of: core moe llm_analysis app sweep_kept optimize serve")
+                   help="any of: core moe llm_analysis app sweep_kept optimize serve codesign (codesign is not in the "
+                        "default set: hours of CPU; see dse/explore/codesign_bench.py)")
+    p.add_argument("--codesign-budgets", nargs="*", default=["1e3", "1e4", "1e5"], help="codesign: budgets to run")
+    p.add_argument("--codesign-seeds", type=int, default=5, help="codesign: seeds per (problem, budget, method)")
+    p.add_argument("--codesign-methods", nargs="*", default=["dse", "tpe", "cmaes", "random"], help="codesign: methods")
+    p.add_argument("--codesign-problems", nargs="*", default=None, help="codesign: problems (default: all)")
+    p.add_argument("--codesign-cache", default=None, help="codesign: JSON-lines file of finished runs (resumable)")
+    p.add_argument("--codesign-verify", default=None, help="codesign: a directory; re-evaluate each optimum by task=evaluate")
+    p.add_argument("--codesign-tpe-max", type=int, default=1000,
+                   help="codesign: largest budget Optuna TPE runs at (O(n) per trial: 1e4 trials take hours here)")
     a = p.parse_args(argv)
     emit("machine", platform.processor() or platform.machine(), "", cpus=os.cpu_count(), jax=jax.__version__,
          devices=[str(d) for d in jax.devices()], dse=dse.__version__, python=platform.python_version())
@@ -218,6 +227,11 @@ def main(argv=None):
         bench_optimize(with_optuna=not a.quick)
     if "serve" in a.only:
         bench_serve()
+    if "codesign" in a.only:
+        from dse.explore.codesign_bench import run as run_codesign
+        run_codesign(a.codesign_budgets, a.codesign_seeds, a.codesign_methods, a.codesign_problems, a.codesign_cache,
+                     emit=lambda name, value, unit, **kw: emit(name, value, unit, **kw), tpe_max_budget=a.codesign_tpe_max,
+                     verify_dir=a.codesign_verify)
 
 
 

@@ -22,6 +22,7 @@ def run_evaluate(s: Setup, out: Path) -> dict:
             if f"{ph}.time_{part}_s" in metrics:
                 metrics[f"{ph}.{part}_frac"] = metrics[f"{ph}.time_{part}_s"] / t if t > 0 else 0.0
     metrics.update(serve_metrics(s))
+    metrics.update(hardware_cost_metrics(s, metrics))
     # p10-p90 prediction bands of every latency and rate (dse/measure/bands.py; README, Accuracy)
     from dse.measure.bands import with_bands
     w = s.design.workload
@@ -33,6 +34,16 @@ def run_evaluate(s: Setup, out: Path) -> dict:
     print(summary(row, ops))
     print(f"\nwrote {out / 'result.json'} and {out / 'ops.csv'}")
     return row
+
+
+def hardware_cost_metrics(s: Setup, metrics: dict) -> dict:
+    """The hardware cost model's area, cost, price and TDP of the device (``hw.*``, dse.core.hwcost) and
+    ``tco_usd_per_mtok``, the objective task=optimize minimizes under that name (README "Hardware cost")."""
+    from dse.core.hwcost import hardware_cost
+    out = flat_metrics(hardware_cost(s.hw))
+    rate = metrics.get("tokens_per_s", 0.0)
+    out["tco_usd_per_mtok"] = 1e6 * float(s.design.workload.tp) * out["hw.usd_per_s"] / rate if rate > 0 else float("inf")
+    return out
 
 
 def serve_metrics(s: Setup) -> dict:

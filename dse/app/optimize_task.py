@@ -16,7 +16,7 @@ from dse.app.common import Setup, evaluate_jit, hydra_overrides, meta
 from dse.app.sweep_task import flatten_space
 from dse.core.design import DesignError
 from dse.explore.export import pyplot, save_figure, write_csv, write_json
-from dse.explore.optimize import OBJECTIVES, Constraints, Settings, objective_of, optimize, sensitivity
+from dse.explore.optimize import OBJECTIVES, Constraints, Settings, balance, objective_of, optimize, sensitivity
 from dse.explore.space import parse_space, set_knob, validate_knobs
 from dse.explore.tables import flat_metrics
 
@@ -31,7 +31,8 @@ def run_optimize(s: Setup, out: Path) -> dict:
     validate_knobs(knobs, s.design, s.hw)
     from dse.app.validity import check_finite_metrics, check_physical
     check_physical(s, {k.key: float(k.values.max()) for k in knobs})
-    base = flat_metrics(evaluate_jit(s.design, s.hw, s.conv, s.acc))
+    from dse.core.hwcost import hardware_cost
+    base = flat_metrics({**evaluate_jit(s.design, s.hw, s.conv, s.acc), **hardware_cost(s.hw)})
     check_finite_metrics(base, "the baseline design")
     c = o.get("constraints") or {}
     settings, cons = _settings_and_constraints(o, c, base)
@@ -58,6 +59,8 @@ def run_optimize(s: Setup, out: Path) -> dict:
         "baseline": {"objective": obj(base), "metrics": base},
         "improvement": obj(base) / obj(r.legal_metrics) if sign > 0 else obj(r.legal_metrics) / obj(base),
         "sensitivity_10pct": sensitivity(d, h, s.acc, s.conv, o["objective"]),
+        **({"balance": balance(d, h, s.acc, s.conv, o["objective"])}
+           if any(k.key.startswith("hardware.") for k in knobs) else {}),
         **s.inputs(), **meta(hydra_overrides()),
     }
     write_json(out / "optimum.json", result)
@@ -79,6 +82,12 @@ def run_optimize(s: Setup, out: Path) -> dict:
         for n, c in legal_cons.items()))
     print("10% more of a resource (10% less of an overhead or latency) improves the legal design's objective by: " +
           ", ".join(f"{k} {100 * v:+.1f}%" for k, v in result["sensitivity_10pct"].items()))
+    if "balance" in result:
+        b = result["balance"]
+        print(f"balance of the legal design: {b['flops_per_byte']:.4g} FLOP/s per byte/s of memory bandwidth, "
+              f"memory read once in {1e3 * b['capacity_s']:.3g} ms, {b['flops_per_link_byte']:.4g} FLOP/s per link byte/s; "
+              "objective when the compute peaks are scaled by f: " +
+              ", ".join(f"x{f} {v:.4g}" for f, v in b["objective_vs_balance"].items()))
     print(f"\nwrote {out}/optimum.json, trace.csv, trace.png")
     return result
 

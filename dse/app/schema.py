@@ -190,7 +190,8 @@ class OptimizeConfig:
     penalty: float = 1000.0
     seed: int = 0
     local_search_rounds: int = 50
-    budget: Optional[int] = None
+    budget: Optional[int] = None  # total cost-model evaluations: the budgeted search (dse/explore/search.py)
+    search_learning_rate: float = 0.4  # Adam's step in the budgeted search
     search_learning_rate: float = 0.4
 
 

@@ -23,6 +23,7 @@ from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
 from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
+from dse.core.hwcost import HwCostParams, hardware_cost
 from dse.core.metrics import evaluate
 from dse.explore.space import Knob, get_knob, set_knob
 
@@ -31,10 +32,12 @@ from dse.explore.space import Knob, get_knob, set_knob
 SMALL_KNOB = 16
 BLOCK_MAX = 2048
 
-#: objective name → (metric, sign); cost_per_token is device-seconds per generated token.
+#: objective name → (metric, sign); cost_per_token is device-seconds per generated token;
+#: tco_usd_per_mtok is USD per million generated tokens of the hardware cost model (dse.core.hwcost):
+#: the devices' price amortized over their lifetime plus their energy at TDP.
 OBJECTIVES = {"tpot_s": ("tpot_s", 1.0), "ttft_s": ("ttft_s", 1.0), "e2e_s": ("e2e_s", 1.0),
               "neg_tokens_per_s": ("tokens_per_s", -1.0), "neg_decode_tokens_per_s": ("decode_tokens_per_s", -1.0),
-              "cost_per_token": ("cost_per_token", 1.0)}
+              "cost_per_token": ("cost_per_token", 1.0), "tco_usd_per_mtok": ("tco_usd_per_mtok", 1.0)}
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class Constraints:
     fits_memory: bool = True
     max_params: float | None = None
     max_tpot_s: float | None = None
+    max_ttft_s: float | None = None  # a time-to-first-token SLO (s)
+    max_area_mm2: float | None = None  # per device, logic die area of the hardware cost model
+    max_power_w: float | None = None  # per device, TDP of the hardware cost model
+    max_price_usd: float | None = None  # per device, price of the hardware cost model
 
     def values(self, m: dict) -> dict:
         """name → (value, limit); satisfied when value <= limit."""
@@ -55,6 +62,10 @@ class Constraints:
             out["params"] = (m["params"], self.max_params)
         if self.max_tpot_s is not None:
             out["tpot_s"] = (m["tpot_s"], self.max_tpot_s)
+        for name, key in (("max_ttft_s", "ttft_s"), ("max_area_mm2", "hw.die_area_mm2"), ("max_power_w", "hw.power_w"),
+                          ("max_price_usd", "hw.price_usd")):
+            if getattr(self, name) is not None:
+                out[key] = (m[key], getattr(self, name))
         return out
 
     def violations(self, m: dict):
@@ -72,14 +83,25 @@ class Settings:
     penalty: float = 1000.0
     seed: int = 0
     local_search_rounds: int = 50
+    budget: int | None = None  # total cost-model evaluations: run dse.explore.search (steps/starts chosen by it)
+    search_learning_rate: float = 0.4  # Adam's step in the budgeted search (tuned on arch_quant at 1e3: 0.05 → 0.4)
 
 
 def objective_of(m: dict, name: str, tp):
     if name not in OBJECTIVES:
         raise ValueError(f"optimize.objective={name!r}: unknown; available: {sorted(OBJECTIVES)}")
     metric, sign = OBJECTIVES[name]
-    value = tp / m["tokens_per_s"] if metric == "cost_per_token" else m[metric]
-    return sign * value
+    if metric == "cost_per_token":
+        return tp / m["tokens_per_s"]
+    if metric == "tco_usd_per_mtok":
+        return 1e6 * tp * m["hw.usd_per_s"] / m["tokens_per_s"]
+    return sign * m[metric]
+
+
+def full_metrics(design: Design, hw: Hardware, conv: Conventions, acc, hwp: HwCostParams | None = None, *,
+                 smooth: bool = False) -> dict:
+    """``evaluate``'s metrics plus the hardware cost model's (``hw.*``: area, price, power, USD per second)."""
+    return {**evaluate(design, hw, conv, acc, smooth=smooth), **hardware_cost(hw, hwp or HwCostParams())}
 
 
 def _designs(values, design, hw, keys):
@@ -95,11 +117,11 @@ def _relax(u, lows, highs, logs):
 
 
 @partial(jax.jit, static_argnames=("conv", "keys", "objective", "constraints"))
-def exact_batch(values, design, hw, acc, *, conv, keys, objective, constraints):
+def exact_batch(values, design, hw, acc, hwp=None, *, conv, keys, objective, constraints):
     """Exact metrics, objective, violations and validity of a batch of knob-value rows."""
     def one(v):
         d, h = _designs(v, design, hw, keys)
-        m = evaluate(d, h, conv, acc)
+        m = full_metrics(d, h, conv, acc, hwp)
         return {"objective": objective_of(m, objective, d.workload.tp), "violation": constraints.violations(m),
                 "valid": is_valid(d), "metrics": m}
     return jax.vmap(one)(values)
@@ -117,21 +139,26 @@ class Result:
 
 
 def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions, knobs: list[Knob],
-             objective: str, constraints: Constraints, settings: Settings = Settings()) -> Result:
+             objective: str, constraints: Constraints, settings: Settings = Settings(),
+             hwp: HwCostParams | None = None) -> Result:
+    hwp = hwp or HwCostParams()
     keys = tuple(k.key for k in knobs)
     lows = jnp.asarray([k.low for k in knobs])
     highs = jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs])
     logs = jnp.asarray([k.log for k in knobs])
-    base = evaluate(design, hw, conv, acc)
+    base = full_metrics(design, hw, conv, acc, hwp)
     scale = jnp.abs(objective_of(base, objective, design.workload.tp)) + 1e-30
     opt = getattr(optax, settings.optimizer)(settings.learning_rate)
 
     def loss(u, weight):
         d, h = _designs(_relax(u, lows, highs, logs), design, hw, keys)
-        m = evaluate(d, h, conv, acc, smooth=True)
+        m = full_metrics(d, h, conv, acc, hwp, smooth=True)
         obj = objective_of(m, objective, d.workload.tp) / scale
         viol = constraints.violations(m)
         return obj + weight * jnp.sum(viol ** 2), (obj, jnp.max(viol, initial=0.0))
+
+    if settings.budget is not None:
+        return _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp, scale)
 
     @jax.jit
     def run(u0):
@@ -158,7 +185,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
         n = len(rows)
         padded = np.concatenate([rows, np.repeat(rows[-1:], (1 << max(0, (n - 1).bit_length())) - n, 0)])
         out = jax.tree.map(lambda x: np.asarray(x)[:n],  # power-of-two batches: few compilations
-                           exact_batch(jnp.asarray(padded, float), design, hw, acc, **kw))
+                           exact_batch(jnp.asarray(padded, float), design, hw, acc, hwp, **kw))
         viol = out["violation"].sum(-1) if out["violation"].ndim > 1 else np.zeros(n)
         return out["objective"], np.where(out["valid"], viol, np.inf), out
 
@@ -226,23 +253,121 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     best_start = int(np.argmin(np.where(np.asarray(viols[-1]) <= 1e-3, np.asarray(objs[-1]), np.inf))) \
         if (np.asarray(viols[-1]) <= 1e-3).any() else int(np.argmin(np.asarray(viols[-1])))
     d, h = _designs(jnp.asarray(cont[best_start]), design, hw, keys)
-    cont_metrics = {k: float(v) for k, v in evaluate(d, h, conv, acc, smooth=True).items()}
+    cont_metrics = {k: float(v) for k, v in full_metrics(d, h, conv, acc, hwp, smooth=True).items()}
     return Result(cont[best_start], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
                   bool(feasible), evals, {"objective": np.asarray(objs), "max_violation": np.asarray(viols)})
 
 
+def scorer_of(design, hw, acc, conv, keys, objective, constraints, hwp):
+    """rows of knob values (n, k) → (objective, total violation; inf where the design is invalid), exact."""
+    from dse.explore.search import BATCHES
+    kw = dict(conv=conv, keys=keys, objective=objective, constraints=constraints)
+
+    def chunk(x):
+        n = len(x)
+        size = next((b for b in BATCHES if b >= n), BATCHES[-1])
+        padded = np.concatenate([x, np.repeat(x[-1:], size - n, 0)])
+        out = exact_batch(jnp.asarray(padded, float), design, hw, acc, hwp, **kw)
+        obj, viol, valid = (np.asarray(out[k])[:n] for k in ("objective", "violation", "valid"))
+        viol = viol.sum(-1) if viol.ndim > 1 else np.zeros(n)
+        ok = valid & np.isfinite(obj)
+        return np.where(ok, obj, np.inf), np.where(ok, viol, np.inf)
+
+    def score_rows(x):
+        parts = [chunk(x[s:s + BATCHES[-1]]) for s in range(0, len(x), BATCHES[-1])]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return score_rows
+
+
+@partial(jax.jit, static_argnames=("conv", "keys", "objective", "constraints", "optimizer"))
+def _descent(u0, steps, penalty, learning_rate, scale, box, design, hw, acc, hwp, *, conv, keys, objective, constraints,
+             optimizer):
+    """The gradient phase of the budgeted search, compiled once per problem and schedule (any seed)."""
+    from dse.explore.search import descend
+    lows, highs, logs = box
+
+    def loss(u, weight):
+        d, h = _designs(_relax(u, lows, highs, logs), design, hw, keys)
+        m = full_metrics(d, h, conv, acc, hwp, smooth=True)
+        rel = objective_of(m, objective, d.workload.tp) / jnp.abs(scale)  # log of a cost, −log of a rate
+        obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
+        return obj + weight * jnp.sum(constraints.violations(m) ** 2)
+
+    us = descend(loss, u0, penalty, steps, opt=getattr(optax, optimizer)(learning_rate))
+    return jax.vmap(jax.vmap(lambda u: _relax(u, lows, highs, logs)))(us)
+
+
+def _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp, scale) -> Result:
+    from dse.explore.search import budgeted_search
+    keys = tuple(k.key for k in knobs)
+    base_values = np.asarray([float(get_knob(design, hw, k)) for k in keys])
+    score_rows = scorer_of(design, hw, acc, conv, keys, objective, constraints, hwp)
+    box = (jnp.asarray([k.low for k in knobs]), jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs]),
+           jnp.asarray([k.log for k in knobs]))
+
+    def run_descent(u0, steps):
+        return _descent(u0, steps, settings.penalty, settings.search_learning_rate, scale, box, design, hw, acc, hwp,
+                        conv=conv, keys=keys, objective=objective, constraints=constraints,
+                        optimizer=settings.optimizer)
+    idx, scorer, cont, trace = budgeted_search(run_descent, score_rows, knobs, base_values, budget=settings.budget,
+                                        seed=settings.seed)
+    legal = np.asarray([k.values[i] for k, i in zip(knobs, idx)], float)
+    out = exact_batch(jnp.asarray(legal[None]), design, hw, acc, hwp, conv=conv, keys=keys, objective=objective,
+                      constraints=constraints)
+    v_last, o_last = trace["max_violation"][-1], trace["objective"][-1]
+    i = int(np.argmin(np.where(v_last <= 0, o_last, np.inf))) if (v_last <= 0).any() else int(np.argmin(v_last))
+    d, h = _designs(jnp.asarray(cont[i]), design, hw, keys)
+    cont_metrics = {k: float(v) for k, v in full_metrics(d, h, conv, acc, hwp, smooth=True).items()}
+    return Result(cont[i], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
+                  bool(scorer.best[0] <= 0), scorer.used, trace)
+
+
 def sensitivity(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions, objective: str,
-                factor: float = 1.1) -> dict:
+                factor: float = 1.1, hwp: HwCostParams | None = None) -> dict:
     """Relative improvement of the (minimized) objective when one hardware resource grows by ``factor``.
 
-    Positive = better: 0.05 means 10% more of that resource makes the design 5% better.
+    Positive = better: 0.05 means 10% more of that resource makes the design 5% better. Resources
+    are the peaks, every bandwidth and the capacity (×1.1), and every fixed cost — overheads and
+    latencies — whose "10% more" is 1/1.1 of the time. With a
+    cost objective (``tco_usd_per_mtok``) the resource's price and power are included, so at an
+    interior optimum of a hardware design every value is near 0 (no resource pays for more of it).
     """
-    base = float(objective_of(evaluate(design, hw, conv, acc), objective, design.workload.tp))
+    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp), objective, design.workload.tp))  # noqa: E731
+    base = obj(hw)
     groups = {"mem_bw": ("mem_bw",), "peak_flops": ("peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4"),
               "link_bw": ("link_bw",), "mem_capacity": ("mem_capacity",)}
+    groups.update({f: (f,) for f in hw.__dict__ if f.endswith("_bw") and f not in groups})  # every bandwidth
     out = {}
     for name, fields in groups.items():
         more = type(hw)(**{**hw.__dict__, **{f: getattr(hw, f) * factor for f in fields}})
-        val = float(objective_of(evaluate(design, more, conv, acc), objective, design.workload.tp))
-        out[name] = (base - val) / abs(base) if base else 0.0
+        out[name] = (base - obj(more)) / abs(base) if base else 0.0
+    # fixed costs (kernel launch and engine step overheads, collective latencies): 10% more of that
+    # resource is the same work in 1/1.1 of the time (issue 16: they were left out)
+    for f in (f for f in hw.__dict__ if f.endswith(("_latency", "_overhead_s"))):
+        less = type(hw)(**{**hw.__dict__, f: getattr(hw, f) / factor})
+        out[f] = (base - obj(less)) / abs(base) if base else 0.0
     return out
+
+
+def balance(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions, objective: str,
+            hwp: HwCostParams | None = None, factors=(0.5, 0.8, 0.9, 1.1, 1.25, 2.0)) -> dict:
+    """The hardware's balance and how the objective moves when the balance moves.
+
+    ``flops_per_byte``: dense 16-bit tensor FLOP/s per byte/s of memory bandwidth (the roofline's
+    ridge point); ``capacity_s``: memory capacity over bandwidth (seconds to read all memory once);
+    ``flops_per_link_byte``: FLOP/s per byte/s of link. ``objective_vs_balance``: the objective's
+    ratio to its value here when every compute peak is scaled by f (bandwidth, capacity and link
+    fixed; price and power follow through the cost model): > 1 on both sides at an optimum.
+    """
+    from dse.core.hwcost import tensor_flops16
+    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp), objective, design.workload.tp))  # noqa: E731
+    base = obj(hw)
+    peaks = ("peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4")
+    curve = {}
+    for f in factors:
+        h = type(hw)(**{**hw.__dict__, **{p: getattr(hw, p) * f for p in peaks}})
+        curve[f"{f:g}"] = obj(h) / base if base else float("nan")
+    f16 = float(tensor_flops16(hw))
+    return {"flops_per_byte": f16 / float(hw.mem_bw), "capacity_s": float(hw.mem_capacity) / float(hw.mem_bw),
+            "flops_per_link_byte": f16 / float(hw.link_bw) if float(hw.link_bw) > 0 else float("inf"),
+            "objective_vs_balance": curve}

@@ -1,0 +1,212 @@
+"""Budgeted co-design search over mixed integer and continuous knobs: gradients, rounding, local search.
+
+``optimize(..., Settings(budget=N))`` runs this instead of the fixed schedule: every call of the
+cost model counts against one budget of ``N`` evaluations (a value-and-gradient of the smooth
+model counts as one, like an exact evaluation), so it compares with black-box optimizers at equal
+budgets (``python -m dse.bench --only codesign``). Any knob of a space (:mod:`dse.explore.space`)
+works: the search sees only each knob's sorted legal values, so a knob added to the design
+pytrees is searchable without a change here. Continuous knobs are fine grids (``num`` values).
+
+1. Gradient phase (half of the budget): ``starts`` points in the relaxed box (a sigmoid per
+   knob, log space for log knobs) descend the smooth model with Adam under squared-hinge
+   penalties whose weight grows 10⁴× over the run; the iterates are kept at ten checkpoints.
+2. Rounding: every checkpoint is rounded to its nearest legal point (in log space for log knobs),
+   and each start's last iterate also to random floor/ceil combinations; all are scored exactly.
+3. Iterated local search (the other half): from the best legal point, every knob moves to
+   each of its values (knobs of at most ``SMALL`` values) or by ±1, 2, 4, … legal steps, and every
+   pair of knobs by ±1 step jointly (couplings such as heads and tensor parallelism); the best
+   improving move is taken until none improves; then the search restarts from the next-best
+   rounded start, and when those are used up, from a random kick of the best design.
+
+Comparisons are exact (``smooth=False``): feasible beats infeasible, then the objective, then the
+total violation — DOSA's recipe (Hong et al., MICRO 2023) with a budget.
+"""
+from __future__ import annotations
+
+import itertools
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dse.explore.space import Knob
+
+#: knobs with at most this many legal values try every value in a local-search step
+SMALL = 16
+#: exact evaluations run in padded batches of this size, so a problem compiles once
+BATCHES = (1024,)
+#: starts of the gradient phase (fixed, so one compile serves every budget and seed)
+STARTS = 8
+
+
+class Scorer:
+    """Exact scores of legal index rows, with a budget and a cache of what was already scored."""
+
+    def __init__(self, score_rows, values, budget: int):
+        self.score_rows, self.values, self.budget = score_rows, values, budget
+        self.used = 0
+        self.seen: dict[tuple, tuple[float, float]] = {}
+        self.best_idx, self.best = None, (np.inf, np.inf)  # (violation, objective)
+
+    @property
+    def left(self) -> int:
+        return self.budget - self.used
+
+    def __call__(self, idx: np.ndarray) -> list[tuple[float, float]]:
+        """(violation, objective) per row, scoring only unseen rows and at most the remaining budget."""
+        rows = [tuple(int(i) for i in r) for r in idx]
+        new = list(dict.fromkeys(r for r in rows if r not in self.seen))[:max(self.left, 0)]
+        for s in range(0, len(new), BATCHES[-1]):
+            chunk = np.asarray(new[s:s + BATCHES[-1]], int)
+            x = np.stack([self.values[j][chunk[:, j]] for j in range(len(self.values))], 1)
+            obj, viol = self.score_rows(x)
+            self.used += len(chunk)
+            for r, o, v in zip(chunk, obj, viol):
+                key = tuple(int(i) for i in r)
+                self.seen[key] = (float(v), float(o))
+                if _better(self.seen[key], self.best):
+                    self.best, self.best_idx = self.seen[key], np.asarray(r)
+        return [self.seen.get(r, (np.inf, np.inf)) for r in rows]
+
+
+def _better(a, b) -> bool:
+    """Feasible (violation 0) beats infeasible; then the objective; among infeasible, the smaller violation."""
+    (va, oa), (vb, ob) = a, b
+    if va <= 0 and vb <= 0:
+        return oa < ob - 1e-12 * abs(ob)
+    if va <= 0 or vb <= 0:
+        return va <= 0
+    return va < vb
+
+
+def nearest_index(values: list[np.ndarray], logs, x: np.ndarray) -> np.ndarray:
+    """Nearest legal value index per knob (log distance for log knobs) of points ``x`` (n, k)."""
+    out = np.empty(x.shape, int)
+    for j, v in enumerate(values):
+        if logs[j]:
+            d = np.abs(np.log(v)[None] - np.log(np.maximum(x[:, j:j + 1], 1e-300)))
+        else:
+            d = np.abs(v[None] - x[:, j:j + 1])
+        out[:, j] = np.argmin(d, 1)
+    return out
+
+
+def neighbours(idx: np.ndarray, sizes: list[int], pairs: bool = False) -> np.ndarray:
+    """Single-knob moves (all values of small knobs, ±2^i steps of large ones), or joint ±1 moves of pairs."""
+    moves = []
+    if not pairs:
+        for j, n in enumerate(sizes):
+            if n <= SMALL:
+                targets = np.arange(n)
+            else:
+                steps = 2 ** np.arange(int(np.log2(n)) + 1)
+                targets = np.clip(np.concatenate([idx[j] + steps, idx[j] - steps]), 0, n - 1)
+            m = np.repeat(idx[None], len(targets), 0)
+            m[:, j] = targets
+            moves.append(m)
+    else:
+        for i, j in itertools.combinations(range(len(sizes)), 2):
+            for di, dj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                m = idx.copy()
+                m[i], m[j] = np.clip(m[i] + di, 0, sizes[i] - 1), np.clip(m[j] + dj, 0, sizes[j] - 1)
+                moves.append(m[None])
+    out = np.unique(np.concatenate(moves), axis=0)
+    return out[(out != idx).any(1)]
+
+
+def _key(s):
+    return (s[0] > 0, s[0] if s[0] > 0 else s[1])
+
+
+def local_search(scorer: Scorer, start: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Best-improvement descent from ``start`` (single moves, then pair moves when those are exhausted)."""
+    cur = np.asarray(start)
+    cur_score = scorer(cur[None])[0]
+    pairs = False
+    while scorer.left > 0:
+        cand = neighbours(cur, sizes, pairs)
+        scores = scorer(cand)
+        j = min(range(len(cand)), key=lambda i: _key(scores[i]))
+        if _better(scores[j], cur_score):
+            cur, cur_score, pairs = cand[j], scores[j], False
+        elif not pairs:
+            pairs = True
+        else:
+            break
+    return cur
+
+
+#: share of the budget spent by the gradient phase
+GRAD_SHARE = 0.5
+
+
+def grad_steps(budget: int) -> int:
+    """Steps of the gradient phase: GRAD_SHARE of the budget over the STARTS starts, at most 1000."""
+    return int(np.clip(budget * GRAD_SHARE // STARTS, 4, 1000))
+
+
+def descend(loss, u0, penalty, steps, *, opt, checkpoints: int = 10):
+    """Adam on every start at once for ``steps`` steps (a traced count: one compile serves every
+    budget); returns the iterates at ``checkpoints`` evenly spaced steps (checkpoints, starts, knobs)."""
+    every = jnp.maximum(steps // checkpoints, 1)
+
+    def step(t, carry):
+        u, state, keep = carry
+        weight = penalty * 10.0 ** (4.0 * t / steps)
+        g = jax.vmap(jax.grad(loss), (0, None))(u, weight)
+        g = jnp.where(jnp.isfinite(g), g, 0.0)
+        updates, state = jax.vmap(opt.update)(g, state, u)
+        u = optax.apply_updates(u, updates)
+        slot = jnp.clip((t + 1) // every - 1, 0, checkpoints - 1)
+        keep = jnp.where(((t + 1) % every == 0) & ((t + 1) // every <= checkpoints), keep.at[slot].set(u), keep)
+        return u, state, keep
+
+    keep0 = jnp.repeat(u0[None], checkpoints, 0)
+    _, _, keep = jax.lax.fori_loop(0, steps, step, (u0, jax.vmap(opt.init)(u0), keep0))
+    return keep
+
+
+def budgeted_search(run_descent, score_rows, knobs: list[Knob], base_values: np.ndarray, *, budget: int, seed: int):
+    """Run the three phases within ``budget`` evaluations; returns (best index row, Scorer, the starts'
+    last continuous points, trace: exact objective and violation of the rounded checkpoints).
+
+    ``run_descent(u0, steps)``: the relaxed knob values at ten checkpoints of the gradient descent from
+    the starts ``u0`` (checkpoints, starts, knobs); ``score_rows(x)``: exact (objective, total
+    violation; inf if invalid) of rows of knob values.
+    """
+    rng = np.random.default_rng(seed)
+    values = [np.asarray(k.values, float) for k in knobs]
+    sizes = [len(v) for v in values]
+    logs = [k.log for k in knobs]
+    starts, steps = STARTS, grad_steps(budget)
+    scorer = Scorer(score_rows, values, budget)
+    scorer.used = starts * steps
+    u0 = jnp.asarray(rng.normal(0.0, 1.5, size=(starts, len(knobs))))
+    cont = np.asarray(run_descent(u0, steps))  # (checkpoints, starts, knobs)
+    # rounding: the baseline, every checkpoint's nearest legal point, random floor/ceil of the last ones
+    first = [nearest_index(values, logs, base_values[None])]
+    first.append(nearest_index(values, logs, cont.reshape(-1, len(knobs))))
+    last = cont[-1]
+    lo = np.stack([np.clip(np.searchsorted(v, last[:, j]) - 1, 0, len(v) - 1) for j, v in enumerate(values)], 1)
+    hi = np.stack([np.clip(np.searchsorted(v, last[:, j]), 0, len(v) - 1) for j, v in enumerate(values)], 1)
+    flips = max(1, min(16, budget // (50 * starts)))
+    for _ in range(flips):
+        pick = rng.random(lo.shape) < 0.5
+        first.append(np.where(pick, lo, hi))
+    cand = np.concatenate(first)
+    scores = scorer(cand)
+    ck = np.asarray(scores[1:1 + cont.shape[0] * cont.shape[1]], float).reshape(cont.shape[0], cont.shape[1], 2)
+    trace = {"objective": ck[..., 1], "max_violation": ck[..., 0]}  # exact, of each start's rounded checkpoints
+    order = sorted(range(len(cand)), key=lambda i: _key(scores[i]))
+    queue = list(dict.fromkeys(tuple(int(x) for x in cand[i]) for i in order))  # distinct starts, best first
+    # iterated local search: from each rounded start in turn, then from kicks of the best design
+    while scorer.left > 0:
+        if queue:
+            start = np.asarray(queue.pop(0))
+        else:
+            start = scorer.best_idx.copy()
+            for j in rng.choice(len(knobs), size=min(len(knobs), int(rng.integers(2, 4))), replace=False):
+                span = max(2, sizes[j] // 8)
+                start[j] = int(np.clip(start[j] + rng.integers(-span, span + 1), 0, sizes[j] - 1))
+        local_search(scorer, start, sizes)
+    return scorer.best_idx, scorer, cont[-1], trace

@@ -1,0 +1,85 @@
+"""Budgeted co-design search (dse/explore/search.py) and the hardware-cost objective and constraints."""
+import itertools
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dse
+from dse.core.hwcost import hardware_cost
+from dse.explore.optimize import Constraints, Settings, exact_batch, full_metrics, objective_of, optimize
+from dse.explore.search import neighbours, nearest_index
+from dse.explore.space import parse_knob, set_knob
+
+
+def test_tco_objective_by_hand():
+    d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=8, prompt_len=512, gen_len=128, tp=2))
+    hw = dse.load_hardware("h100_sxm")
+    m = full_metrics(d, hw, dse.DEFAULT, dse.load_accuracy())
+    c = hardware_cost(hw)
+    # USD per device-second = price / (4 years) + TDP × $0.10/kWh; two devices serve tokens_per_s
+    usd_s = float(c["hw.price_usd"]) / (4 * 365.25 * 86400) + float(c["hw.power_w"]) * 0.10 / 3.6e6
+    want = 1e6 * 2 * usd_s / float(m["tokens_per_s"])
+    assert float(objective_of(m, "tco_usd_per_mtok", 2.0)) == pytest.approx(want, rel=1e-9)
+
+
+def test_rounding_and_moves():
+    vals = [np.array([1.0, 2, 4, 8, 16]), np.arange(100.0)]
+    idx = nearest_index(vals, [True, False], np.array([[5.0, 41.4], [3.0, 0.2]]))
+    assert idx.tolist() == [[2, 41], [2, 0]]  # 5 is nearer 4 than 8 in log space; 3 is nearer 4 (log 3 > log √8)
+    single = neighbours(np.array([2, 41]), [5, 100])
+    assert {tuple(r) for r in single} >= {(0, 41), (4, 41), (2, 42), (2, 40), (2, 73), (2, 9)}
+    pairs = neighbours(np.array([2, 41]), [5, 100], pairs=True)
+    assert {tuple(r) for r in pairs} == {(3, 42), (3, 40), (1, 42), (1, 40)}
+
+
+KNOBS = [("model.n_kv_heads", [1, 2, 4, 8, 16, 32]), ("quant.w_bits", {"low": 3, "high": 16, "integer": True}),
+         ("quant.kv_bits", {"low": 2, "high": 16, "integer": True}),
+         ("workload.batch", {"low": 1, "high": 256, "integer": True, "log": True})]
+
+
+def test_budgeted_search_finds_exhaustive_optimum_within_budget():
+    # 322,560 legal points; 4,000 evaluations (1.2%) including every gradient step
+    d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=1, prompt_len=2048, gen_len=256))
+    hw, acc = dse.load_hardware("h100_sxm"), dse.load_accuracy()
+    knobs = [parse_knob(k, v) for k, v in KNOBS]
+    base = dse.evaluate(d, hw, dse.DEFAULT, acc)
+    c = Constraints(loss_max=float(base["loss_proxy"]) + 0.02, fits_memory=True, max_tpot_s=0.05)
+    kw = dict(conv=dse.DEFAULT, keys=tuple(k.key for k in knobs), objective="neg_decode_tokens_per_s", constraints=c)
+    grid = np.array(list(itertools.product(*[k.values for k in knobs])), float)
+    best = np.inf
+    for s in range(0, len(grid), 65536):
+        out = exact_batch(jnp.asarray(grid[s:s + 65536]), d, hw, acc, **kw)
+        ok = np.asarray(out["valid"]) & (np.asarray(out["violation"]).sum(-1) <= 0)
+        if ok.any():
+            best = min(best, np.asarray(out["objective"])[ok].min())
+    r = optimize(d, hw, acc, dse.DEFAULT, knobs, "neg_decode_tokens_per_s", c, Settings(budget=4000, seed=1))
+    assert r.feasible and r.evaluations <= 4000
+    found = float(exact_batch(jnp.asarray(r.legal[None]), d, hw, acc, **kw)["objective"][0])
+    assert abs(found - best) <= 0.01 * abs(best), (found, best)
+    assert r.trace["objective"].shape == (10, 8)
+
+
+def test_hardware_design_meets_cost_and_power_budgets():
+    # hardware resources as knobs, USD per token as the objective: the legal design's price and
+    # TDP, recomputed by the cost model on its resources, stay within the budgets
+    d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=1, prompt_len=1024, gen_len=128))
+    hw, acc = dse.load_hardware("h100_sxm"), dse.load_accuracy()
+    knobs = [parse_knob("hardware.peak_flops.fp16", {"low": 1e14, "high": 4e15, "num": 64, "log": True}),
+             parse_knob("hardware.peak_flops.fp8", {"low": 2e14, "high": 8e15, "num": 64, "log": True}),
+             parse_knob("hardware.mem_bw", {"low": 5e11, "high": 1.6e13, "num": 64, "log": True}),
+             parse_knob("hardware.mem_capacity", {"low": 1.6e10, "high": 2.56e11, "num": 32, "log": True}),
+             parse_knob("quant.w_bits", [4, 8, 16]),
+             parse_knob("workload.batch", {"low": 1, "high": 512, "integer": True, "log": True})]
+    c = Constraints(loss_max=None, fits_memory=True, max_tpot_s=0.05, max_price_usd=1200.0, max_power_w=600.0)
+    r = optimize(d, hw, acc, dse.DEFAULT, knobs, "tco_usd_per_mtok", c, Settings(budget=1500, seed=0))
+    assert r.feasible and r.evaluations <= 1500
+    h = hw
+    for k, v in zip(knobs, r.legal):
+        d, h = set_knob(d, h, k.key, float(v))
+    cost = hardware_cost(h)
+    assert float(cost["hw.price_usd"]) <= 1200.0 and float(cost["hw.power_w"]) <= 600.0
+    assert r.legal_metrics["hw.price_usd"] == pytest.approx(float(cost["hw.price_usd"]))
+    m = dse.evaluate(d, h, dse.DEFAULT, acc)
+    assert float(m["tpot_s"]) <= 0.05 and float(m["memory_bytes"]) <= float(h.mem_capacity)
+
