@@ -301,7 +301,10 @@ def verify(name: str, legal: dict, workdir: str) -> dict:
     if any(k.startswith("hardware.peak_flops") for k in p.knobs):
         args += ["hardware.peak_flops.int8=0", "hardware.peak_flops.int4=0"]
     args += [f"{k}={fmt(v)}" for k, v in legal.items()]
-    subprocess.run([sys.executable, "-m", "dse", *args], check=True, capture_output=True, cwd=workdir)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this dse, not another
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    os.makedirs(workdir, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "dse", *args], check=True, capture_output=True, cwd=workdir, env=env)
     with open(f"{workdir}/{name}/result.json") as f:
         r = json.load(f)
     checks = {"memory_bytes": (r["memory_bytes"], r["mem_capacity_bytes"])}
