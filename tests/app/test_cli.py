@@ -94,7 +94,9 @@ def test_optimize_then_evaluate_the_legal_design(tmp_path):
     assert r["loss_proxy"] <= opt["constraints"]["loss_proxy"]["limit"]
     assert r["fits_memory"] and r["tpot_s"] <= opt["constraints"]["tpot_s"]["limit"]
     assert math.isclose(r["decode_tokens_per_s"], -opt["legal"]["objective"], rel_tol=1e-12)
-    assert opt["improvement"] > 1 and set(opt["sensitivity_10pct"]) == {"mem_bw", "peak_flops", "link_bw", "mem_capacity"}
+    # every resource, overheads and latencies included (issue 16: they were left out)
+    assert opt["improvement"] > 1 and {"mem_bw", "peak_flops", "link_bw", "mem_capacity", "kernel_overhead_s",
+                                       "link_latency"} <= set(opt["sensitivity_10pct"])
 
 
 def test_sweep_sharded_over_two_devices_matches_one(tmp_path):
