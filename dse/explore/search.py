@@ -7,7 +7,7 @@ budgets (``python -m dse.bench --only codesign``). Any knob of a space (:mod:`ds
 works: the search sees only each knob's sorted legal values, so a knob added to the design
 pytrees is searchable without a change here. Continuous knobs are fine grids (``num`` values).
 
-1. Gradient phase (half of the budget): ``starts`` points in the relaxed box (a sigmoid per
+1. Gradient phase (half of the budget): rounds of ``STARTS`` points in the relaxed box (a sigmoid per
    knob, log space for log knobs) descend the smooth model with Adam under squared-hinge
    penalties whose weight grows 10⁴× over the run; the iterates are kept at ten checkpoints.
 2. Rounding: every checkpoint is rounded to its nearest legal point (in log space for log knobs),
@@ -140,9 +140,15 @@ def local_search(scorer: Scorer, start: np.ndarray, sizes: list[int]) -> np.ndar
 GRAD_SHARE = 0.5
 
 
-def grad_steps(budget: int) -> int:
-    """Steps of the gradient phase: GRAD_SHARE of the budget over the STARTS starts, at most 1000."""
-    return int(np.clip(budget * GRAD_SHARE // STARTS, 4, 1000))
+#: most steps of one descent; a larger gradient budget runs more rounds of STARTS new starts
+MAX_STEPS = 300
+
+
+def grad_schedule(budget: int) -> tuple[int, int]:
+    """(rounds, steps) of the gradient phase: GRAD_SHARE of the budget over rounds of STARTS starts."""
+    total = max(int(budget * GRAD_SHARE // STARTS), 4)
+    rounds = 1 if total <= 1000 else -(-total // MAX_STEPS)  # one descent up to 1e4 evaluations
+    return rounds, max(total // rounds, 4)
 
 
 def descend(loss, u0, penalty, steps, *, opt, checkpoints: int = 10):
@@ -178,18 +184,18 @@ def budgeted_search(run_descent, score_rows, knobs: list[Knob], base_values: np.
     values = [np.asarray(k.values, float) for k in knobs]
     sizes = [len(v) for v in values]
     logs = [k.log for k in knobs]
-    starts, steps = STARTS, grad_steps(budget)
+    rounds, steps = grad_schedule(budget)
     scorer = Scorer(score_rows, values, budget)
-    scorer.used = starts * steps
-    u0 = jnp.asarray(rng.normal(0.0, 1.5, size=(starts, len(knobs))))
-    cont = np.asarray(run_descent(u0, steps))  # (checkpoints, starts, knobs)
+    scorer.used = rounds * STARTS * steps
+    u0 = rng.normal(0.0, 1.5, size=(rounds, STARTS, len(knobs)))
+    cont = np.concatenate([np.asarray(run_descent(jnp.asarray(u), steps)) for u in u0], 1)  # (checkpoints, starts, knobs)
     # rounding: the baseline, every checkpoint's nearest legal point, random floor/ceil of the last ones
     first = [nearest_index(values, logs, base_values[None])]
     first.append(nearest_index(values, logs, cont.reshape(-1, len(knobs))))
     last = cont[-1]
     lo = np.stack([np.clip(np.searchsorted(v, last[:, j]) - 1, 0, len(v) - 1) for j, v in enumerate(values)], 1)
     hi = np.stack([np.clip(np.searchsorted(v, last[:, j]), 0, len(v) - 1) for j, v in enumerate(values)], 1)
-    flips = max(1, min(16, budget // (50 * starts)))
+    flips = max(1, min(16, budget // (50 * STARTS * rounds)))
     for _ in range(flips):
         pick = rng.random(lo.shape) < 0.5
         first.append(np.where(pick, lo, hi))
