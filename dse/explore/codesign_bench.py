@@ -298,8 +298,12 @@ def verify(name: str, legal: dict, workdir: str) -> dict:
     fmt = lambda v: str(int(v)) if float(v).is_integer() and abs(v) < 1e9 else repr(float(v))  # noqa: E731
     args = [f"model={p.model}", f"hardware={p.hardware}", f"workload.prompt_len={p.prompt_len}",
             f"workload.gen_len={p.gen_len}", "task=evaluate", f"hydra.run.dir={workdir}/{name}"]
-    if any(k.startswith("hardware.peak_flops") for k in p.knobs):
-        args += ["hardware.peak_flops.int8=0", "hardware.peak_flops.int4=0"]
+    # the device exactly as the benchmark evaluated it (the catalog YAML the app reads may be another copy)
+    names = {f"hardware.{f}": getattr(hw, f) for f in hw.__dataclass_fields__ if not f.startswith("peak_")}
+    names.update({f"hardware.peak_flops.{q}": getattr(hw, "peak_" + ("fp16" if q == "bf16" else q))
+                  for q in ("fp32", "fp16", "bf16", "fp8", "int8", "int4")})
+    args += [f"{k}={fmt(v) if float(v).is_integer() else repr(float(v))}" for k, v in names.items() if k not in legal and
+             not (k == "hardware.peak_flops.bf16" and "hardware.peak_flops.fp16" in legal)]
     args += [f"{k}={fmt(v)}" for k, v in legal.items()]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this dse, not another
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
