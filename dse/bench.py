@@ -73,18 +73,22 @@ def _rate(fn, arg, n, repeats=3):
     return n / best
 
 
-def bench_core(n: int):
+def _bench_eval(designs: Design, n: int, suffix: str = "", **extra) -> float:
+    """Compile time, evaluation rate (every metric) and gradient rate (smooth tpot_s w.r.t. every leaf)."""
     hw = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), load_hardware("h100_sxm"))
-    designs = _random_designs(n)
     fn = jax.jit(lambda ds: map_points(lambda d: evaluate(d, hw), ds))
     t = time.perf_counter()
     jax.block_until_ready(fn(designs))
-    emit("eval_compile_s", round(time.perf_counter() - t, 3), "s")
+    emit("eval_compile_s" + suffix, round(time.perf_counter() - t, 3), "s")
     eval_rate = _rate(fn, designs, n)
-    emit("eval_points_per_s", round(eval_rate), "points/s", points=n, metrics=len(fn(designs)))
+    emit("eval_points_per_s" + suffix, round(eval_rate), "points/s", points=n, metrics=len(fn(designs)), **extra)
     grad = jax.jit(lambda ds: map_points(jax.value_and_grad(lambda d: evaluate(d, hw, smooth=True)["tpot_s"]), ds))
-    emit("grad_points_per_s", round(_rate(grad, designs, n)), "points/s", points=n)
+    emit("grad_points_per_s" + suffix, round(_rate(grad, designs, n)), "points/s", points=n, **extra)
     return eval_rate
+
+
+def bench_core(n: int):
+    return _bench_eval(_random_designs(n), n)
 
 
 def _random_moe_designs(n: int, seed: int = 0) -> Design:
@@ -104,15 +108,7 @@ def _random_moe_designs(n: int, seed: int = 0) -> Design:
 
 
 def bench_moe(n: int):
-    hw = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), load_hardware("h100_sxm"))
-    designs = _random_moe_designs(n)
-    fn = jax.jit(lambda ds: map_points(lambda d: evaluate(d, hw), ds))
-    t = time.perf_counter()
-    jax.block_until_ready(fn(designs))
-    emit("eval_compile_s_moe", round(time.perf_counter() - t, 3), "s")
-    emit("eval_points_per_s_moe", round(_rate(fn, designs, n)), "points/s", points=n, model="deepseek_v3-like")
-    grad = jax.jit(lambda ds: map_points(jax.value_and_grad(lambda d: evaluate(d, hw, smooth=True)["tpot_s"]), ds))
-    emit("grad_points_per_s_moe", round(_rate(grad, designs, n)), "points/s", points=n, model="deepseek_v3-like")
+    _bench_eval(_random_moe_designs(n), n, "_moe", model="deepseek_v3-like")
 
 
 def bench_llm_analysis(eval_rate: float, n: int = 200):
