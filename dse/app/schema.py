@@ -176,23 +176,22 @@ class ConstraintsConfig:
     max_price_usd: Optional[float] = None
 
 
-@dataclass
-class OptimizeConfig:
-    """``optimize.*`` (conf/optimize/default.yaml; README "optimize"): the fields of
-    ``dse.explore.optimize.Settings`` plus the objective, the knobs and the constraints."""
-    objective: str = "neg_decode_tokens_per_s"
-    knobs: dict = field(default_factory=dict)  # knob -> legal values (same forms as `space`)
-    constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
-    optimizer: str = "adam"
-    learning_rate: float = 0.05
-    steps: int = 150
-    starts: int = 8
-    penalty: float = 1000.0
-    seed: int = 0
-    local_search_rounds: int = 50
-    budget: Optional[int] = None  # total cost-model evaluations: the budgeted search (dse/explore/search.py)
-    search_learning_rate: float = 0.4  # Adam's step in the budgeted search
-    search_learning_rate: float = 0.4
+def _optimize_schema():
+    """``optimize.*`` (conf/optimize/default.yaml; README "optimize"): the objective, the knobs and the
+    constraints, plus the fields of ``dse.explore.optimize.Settings`` generated from it (one source of truth)."""
+    from dse.explore.optimize import Settings
+
+    hints = typing.get_type_hints(Settings)
+    fields_ = [("objective", str, "neg_decode_tokens_per_s"),
+               ("knobs", dict, field(default_factory=dict)),  # knob -> legal values (same forms as `space`)
+               ("constraints", ConstraintsConfig, field(default_factory=ConstraintsConfig))]
+    for f in dataclasses.fields(Settings):
+        kind = Optional[int] if f.default is None else hints[f.name]
+        fields_.append((f.name, kind, f.default))
+    return dataclasses.make_dataclass("OptimizeConfig", fields_)
+
+
+OptimizeConfig = _optimize_schema()
 
 
 @dataclass

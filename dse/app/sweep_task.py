@@ -165,10 +165,6 @@ def run_sweep_task(s: Setup, out: Path, *, quiet: bool = False) -> dict:
 
 def run_sweep_bench(n_points: int, out_dir) -> tuple[float, int]:
     """task=sweep end to end on a grid of about ``n_points`` (for ``python -m dse.bench``): (seconds, points)."""
-    from hydra import compose, initialize_config_dir
-
-    from dse.app.build import resource_dir
-    from dse.app.common import setup
     from dse.app.schema import register_configs
 
     register_configs()
@@ -177,23 +173,14 @@ def run_sweep_bench(n_points: int, out_dir) -> tuple[float, int]:
     overrides = ["space=none", "+space.model.n_kv_heads=[32,16,8,4,2,1]", "+space.quant.w_bits=[16,8,4]",
                  "+space.quant.kv_bits=[16,8,4]", f"+space.workload.batch={{low: 1, high: 1024, num: {batches}, integer: true}}",
                  "+space.workload.prompt_len={low: 128, high: 32768, multiple_of: 64}", "sweep.progress=false"]
-    with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    summary = run_sweep_task(setup(cfg), out, quiet=True)
-    return time.perf_counter() - t, summary["points"]
+    seconds, summary = _timed_sweep(overrides, out_dir)
+    return seconds, summary["points"]
 
 
 def run_sweep_kept_bench(n_points: int, out_dir) -> tuple[float, int, int, int]:
     """task=sweep keeping every row (``sweep.keep_results=all``) on about ``n_points`` of the issue-16
     grid (GQA × w bits × KV bits × every batch 1…512 × prompt lengths in steps of 8, within Llama-2's
     4,096-token context), whose front has thousands of designs: (seconds, points, rows written, front rows)."""
-    from hydra import compose, initialize_config_dir
-
-    from dse.app.build import resource_dir
-    from dse.app.common import setup
     from dse.app.schema import register_configs
 
     register_configs()
@@ -202,10 +189,21 @@ def run_sweep_kept_bench(n_points: int, out_dir) -> tuple[float, int, int, int]:
                  "+space.quant.kv_bits=[16,8,4]", "+space.workload.batch={low: 1, high: 512, integer: true}",
                  f"+space.workload.prompt_len={{low: 8, high: {8 * prompts}, multiple_of: 8}}",
                  "sweep.keep_results=all", "sweep.progress=false"]
+    seconds, summary = _timed_sweep(overrides, out_dir)
+    return seconds, summary["points"], summary["results_rows"], summary["pareto_rows"]
+
+
+def _timed_sweep(overrides: list[str], out_dir) -> tuple[float, dict]:
+    """Compose ``overrides`` onto the primary config and time task=sweep into ``out_dir`` (benchmarks)."""
+    from hydra import compose, initialize_config_dir
+
+    from dse.app.build import resource_dir
+    from dse.app.common import setup
+
     with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     summary = run_sweep_task(setup(cfg), out, quiet=True)
-    return time.perf_counter() - t, summary["points"], summary["results_rows"], summary["pareto_rows"]
+    return time.perf_counter() - t, summary
