@@ -1,8 +1,9 @@
 """Benchmarks: ``python -m dse.bench [--quick] [--only NAME ...]``, one JSON object per line.
 
 - ``eval_points_per_s``: full metrics (prefill, decode, exact generation sum, memory, accuracy
-  proxies) of >= 1,048,576 random designs (GQA × bits × batch × context), vmapped, float32.
-- ``grad_points_per_s``: value and gradient of ``tpot_s`` (smooth) w.r.t. every design leaf.
+  proxies) of >= 1,048,576 random designs (GQA × bits × batch × context), float32, evaluated as a
+  sweep does: the swept knobs vary per point, the other leaves are one shared (traced) value.
+- ``grad_points_per_s``: value and gradient of ``tpot_s`` (smooth) w.r.t. every swept knob.
 - ``eval_points_per_s_moe``, ``grad_points_per_s_moe``: the same over a DeepSeek-V3-like space
   (routed experts, top-k, expert width, latent rank, window and its layer pattern, bits, batch,
   context, expert parallelism), every new architecture knob a vmapped leaf (``--only moe``).
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -36,54 +38,67 @@ import numpy as np
 
 import dse
 from dse.app.build import load_hardware, load_model
-from dse.core.design import Design, Quant, Workload
-from dse.core.metrics import evaluate, map_points
+from dse.core.design import Design, Quant, Workload, specialize
+from dse.core.metrics import COMPILER_OPTIONS, evaluate, map_points
 
 
 def emit(name: str, value, unit: str, **extra):
     print(json.dumps({"name": name, "value": value, "unit": unit, **extra}), flush=True)
 
 
-def _random_designs(n: int, seed: int = 0) -> Design:
+def _space(base: Design, arch: dict, quant: dict, work: dict) -> tuple[Design, dict]:
+    """(fixed design, swept knobs): a space as a sweep evaluates it — the swept knobs are arrays of
+    points, every other leaf one (traced) value shared by all points — with the fixed design
+    tracing only the cost-model parts the knobs' values need (``Arch.features``)."""
+    arch_np = {k: np.asarray(v) for k, v in arch.items()}
+    base = Design(specialize(base.arch, **arch_np), base.quant, base.workload)
+    f32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)  # noqa: E731
+    return f32(base), f32({"arch": arch, "quant": quant, "workload": work})
+
+
+def _point(base: Design, knobs: dict) -> Design:
+    return Design(*(dataclasses.replace(getattr(base, part), **knobs[name])
+                    for part, name in (("arch", "arch"), ("quant", "quant"), ("workload", "workload"))))
+
+
+def _random_designs(n: int, seed: int = 0):
+    """Llama-2-7B with GQA × bits × batch × context random per point."""
     rng = np.random.default_rng(seed)
-    arch = load_model("llama2_7b")
-    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    full = lambda v: jnp.full((n,), v, jnp.float32)  # noqa: E731
-    arch = jax.tree.map(full, arch)
-    arch = type(arch)(**{**arch.__dict__, "n_kv_heads": f32(rng.choice([1, 2, 4, 8, 16, 32], n))})
-    quant = Quant(f32(rng.choice([4, 8, 16], n)), f32(rng.choice([8, 16], n)), f32(rng.choice([4, 8, 16], n)))
-    work = _workload(n, batch=f32(rng.integers(1, 257, n)), prompt_len=f32(rng.integers(128, 32769, n)),
-                     gen_len=f32(rng.integers(1, 1025, n)))
-    return Design(arch, quant, work)
+    return _space(Design(load_model("llama2_7b")),
+                  {"n_kv_heads": rng.choice([1, 2, 4, 8, 16, 32], n)},
+                  {"w_bits": rng.choice([4, 8, 16], n), "a_bits": rng.choice([8, 16], n),
+                   "kv_bits": rng.choice([4, 8, 16], n)},
+                  {"batch": rng.integers(1, 257, n), "prompt_len": rng.integers(128, 32769, n),
+                   "gen_len": rng.integers(1, 1025, n)})
 
 
-def _workload(n: int, **arrays) -> Workload:
-    """A Workload of n points: the given leaves, every other leaf its default repeated."""
-    default = jax.tree.map(lambda v: jnp.full((n,), v, jnp.float32), Workload())
-    return Workload(**{**default.__dict__, **arrays})
-
-
-def _rate(fn, arg, n, repeats=3):
-    jax.block_until_ready(fn(arg))
+def _rate(fn, args, n, repeats=3):
+    jax.block_until_ready(fn(*args))
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(fn(arg))
+        jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - t)
     return n / best
 
 
-def _bench_eval(designs: Design, n: int, suffix: str = "", **extra) -> float:
-    """Compile time, evaluation rate (every metric) and gradient rate (smooth tpot_s w.r.t. every leaf)."""
+def _bench_eval(space, n: int, suffix: str = "", **extra) -> float:
+    """Compile time, evaluation rate (every metric) and gradient rate (smooth tpot_s w.r.t. every swept knob)."""
+    base, knobs = space
     hw = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), load_hardware("h100_sxm"))
-    fn = jax.jit(lambda ds: map_points(lambda d: evaluate(d, hw), ds))
+    fn = jax.jit(lambda ks, d0, h: map_points(lambda k: evaluate(_point(d0, k), h), ks),
+                 compiler_options=COMPILER_OPTIONS)
     t = time.perf_counter()
-    jax.block_until_ready(fn(designs))
+    jax.block_until_ready(fn(knobs, base, hw))
     emit("eval_compile_s" + suffix, round(time.perf_counter() - t, 3), "s")
-    eval_rate = _rate(fn, designs, n)
-    emit("eval_points_per_s" + suffix, round(eval_rate), "points/s", points=n, metrics=len(fn(designs)), **extra)
-    grad = jax.jit(lambda ds: map_points(jax.value_and_grad(lambda d: evaluate(d, hw, smooth=True)["tpot_s"]), ds))
-    emit("grad_points_per_s" + suffix, round(_rate(grad, designs, n)), "points/s", points=n, **extra)
+    eval_rate = _rate(fn, (knobs, base, hw), n)
+    emit("eval_points_per_s" + suffix, round(eval_rate), "points/s", points=n,
+         metrics=len(fn(knobs, base, hw)), features=list(base.arch.features), **extra)
+    tpot = lambda k, d0, h: evaluate(_point(d0, k), h, smooth=True)["tpot_s"]  # noqa: E731
+    grad = jax.jit(lambda ks, d0, h: map_points(lambda k: jax.value_and_grad(tpot)(k, d0, h), ks),
+                   compiler_options=COMPILER_OPTIONS)
+    emit("grad_points_per_s" + suffix, round(_rate(grad, (knobs, base, hw), n)), "points/s", points=n,
+         knobs=sum(len(v) for v in knobs.values()), **extra)
     return eval_rate
 
 
@@ -91,20 +106,17 @@ def bench_core(n: int):
     return _bench_eval(_random_designs(n), n)
 
 
-def _random_moe_designs(n: int, seed: int = 0) -> Design:
+def _random_moe_designs(n: int, seed: int = 0):
     """A DeepSeek-V3-like space: every MoE/MLA/window knob random per point."""
     rng = np.random.default_rng(seed)
-    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    arch = jax.tree.map(lambda v: jnp.full((n,), v, jnp.float32), load_model("deepseek_v3"))
-    pick = lambda *values: f32(rng.choice(values, n))  # noqa: E731
-    knobs = {"n_experts": pick(64, 128, 256), "top_k": pick(2, 4, 8), "d_ff_expert": pick(1024, 2048, 4096),
-             "kv_lora_rank": pick(256, 512, 1024), "window": pick(0, 4096), "global_every": pick(2, 4),
-             "n_shared_experts": pick(0, 1, 2)}
-    arch = type(arch)(**{**arch.__dict__, **knobs})
-    quant = Quant(pick(4, 8, 16), pick(8, 16), pick(4, 8, 16))
-    work = _workload(n, batch=f32(rng.integers(1, 257, n)), prompt_len=f32(rng.integers(128, 32769, n)),
-                     gen_len=f32(rng.integers(1, 1025, n)), tp=jnp.full((n,), 8.0, jnp.float32), ep=pick(1, 2, 4, 8))
-    return Design(arch, quant, work)
+    pick = lambda *values: rng.choice(values, n)  # noqa: E731
+    arch = {"n_experts": pick(64, 128, 256), "top_k": pick(2, 4, 8), "d_ff_expert": pick(1024, 2048, 4096),
+            "kv_lora_rank": pick(256, 512, 1024), "window": pick(0, 4096), "global_every": pick(2, 4),
+            "n_shared_experts": pick(0, 1, 2)}
+    quant = {"w_bits": pick(4, 8, 16), "a_bits": pick(8, 16), "kv_bits": pick(4, 8, 16)}
+    work = {"batch": rng.integers(1, 257, n), "prompt_len": rng.integers(128, 32769, n),
+            "gen_len": rng.integers(1, 1025, n), "ep": pick(1, 2, 4, 8)}
+    return _space(Design(load_model("deepseek_v3"), Quant(), Workload(tp=8.0)), arch, quant, work)
 
 
 def bench_moe(n: int):

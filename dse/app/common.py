@@ -15,7 +15,7 @@ import dse
 from dse.app.build import build_accuracy, build_conventions, build_design, build_hardware
 from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
-from dse.core.design import ARCH_STATIC, Design
+from dse.core.design import ARCH_META, ARCH_STATIC, Design
 from dse.core.hardware import SYSTEM_FIELDS, Hardware
 from dse.core.metrics import evaluate, phase_tables
 
@@ -41,6 +41,8 @@ class Setup:
         out["model.name"] = f"hf:{Path(hf).name}" if hf else c["model"].get("name")
         out["model.hf_config"] = hf
         for f in dataclasses.fields(a):  # every Arch field as built (a Hugging Face config fills them all)
+            if f.name in ARCH_META:
+                continue
             v = getattr(a, f.name)
             out[f"model.{f.name}"] = v if f.name in ARCH_STATIC else as_number(v)
         for section in ("quant", "workload"):

@@ -411,7 +411,7 @@ def hf_model_fields(path) -> dict:
 
 
 #: Arch fields a config.json does not describe (a property of the traffic, not of the model): kept from the config
-NOT_IN_FILE = ("moe_imbalance",)
+NOT_IN_FILE = ("moe_imbalance", "features")
 
 
 def _complete(fields: dict) -> dict:

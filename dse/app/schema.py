@@ -15,7 +15,7 @@ from typing import Optional
 
 from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
-from dse.core.design import ARCH_REAL_FIELDS, ARCH_STATIC, Arch
+from dse.core.design import ARCH_META, ARCH_REAL_FIELDS, ARCH_STATIC, Arch
 
 
 def _model_schema():
@@ -29,6 +29,8 @@ def _model_schema():
     optional = {"n_kv_heads", "d_head", "d_ff"}
     fields_ = [("name", str, "custom")]
     for f in dataclasses.fields(Arch):
+        if f.name in ARCH_META:  # not a model property
+            continue
         if f.name in ARCH_STATIC:
             fields_.append((f.name, hints[f.name], f.default))
         elif f.name in optional:

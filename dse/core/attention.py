@@ -27,7 +27,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from dse.core.ops import Op, Step, _op
-from dse.core.params import mla
+from dse.core.design import uses
+from dse.core.params import blend, has_local, is_zero, mla
 
 
 def _global_geometry(s: Step):
@@ -55,13 +56,23 @@ def _local_geometry(s: Step):
         return n * C * (C + 1) / 2 + r * (r + 1) / 2
 
     pairs_g, keys_g = _global_geometry(s)
-    keys = jnp.where(a.window > 0, jnp.minimum(kv + q, W + q - 1),
-                     jnp.where(a.attn_chunk > 0, kv - C * jnp.floor(kv / C) + q, keys_g))
+    keys = local_pick(a, lambda: jnp.minimum(kv + q, W + q - 1), lambda: kv - C * jnp.floor(kv / C) + q, keys_g)
     if s.conv.causal_halving:
-        pairs = jnp.where(a.window > 0, G(kv + q) - G(kv), jnp.where(a.attn_chunk > 0, S(kv + q) - S(kv), pairs_g))
+        pairs = local_pick(a, lambda: G(kv + q) - G(kv), lambda: S(kv + q) - S(kv), pairs_g)
     else:
         pairs = q * keys
     return pairs, keys
+
+
+def local_pick(a, windowed, chunked, other):
+    """The value of a local layer: ``windowed()`` where window > 0, else ``chunked()`` where
+    attn_chunk > 0, else ``other`` — tracing only the kinds ``a.features`` keeps."""
+    out = other
+    if uses(a, "chunk"):
+        out = jnp.where(a.attn_chunk > 0, chunked(), out)
+    if uses(a, "window"):
+        out = jnp.where(a.window > 0, windowed(), out)
+    return out
 
 
 def absorbed(s: Step):
@@ -78,12 +89,12 @@ def _attention_block(s: Step, count, pairs, keys, suffix: str) -> dict[str, Op]:
     d = a.d_head
     rkv, dr, dn, dv = a.kv_lora_rank, a.qk_rope_head_dim, a.qk_nope_head_dim, a.v_head_dim
     m = mla(a)
-    ab = absorbed(s) * m  # weights of the three forms: grouped, latent absorbed, latent expanded
-    ex = m - ab
+    ab = 0.0 if is_zero(m) else absorbed(s) * m  # weights of the three forms: grouped, latent absorbed, latent expanded
+    ex = 0.0 if is_zero(m) else m - ab
     gq = 1.0 - m
 
-    def mix(x_g, x_ab, x_ex):
-        return gq * x_g + ab * x_ab + ex * x_ex
+    def mix(x_g, x_ab, x_ex):  # terms whose weight is the Python 0.0 (a left-out form) are not traced
+        return sum(wt * x for wt, x in ((gq, x_g), (ab, x_ab), (ex, x_ex)) if not is_zero(wt))
 
     d_qk = mix(d, rkv + dr, dn + dr)
     d_v = mix(d, rkv, dv)
@@ -120,37 +131,41 @@ def attention_ops(s: Step, local_as_global: bool = False) -> dict[str, Op]:
     d = a.d_head
     rq, rkv, dr, dn, dv = a.q_lora_rank, a.kv_lora_rank, a.qk_rope_head_dim, a.qk_nope_head_dim, a.v_head_dim
     m = mla(a)
-    q_lora = m * jnp.where(rq > 0, 1.0, 0.0)
+    q_lora = 0.0 if is_zero(m) else m * jnp.where(rq > 0, 1.0, 0.0)
     qkv_bias = 1.0 if (a.bias or a.qkv_bias) else 0.0
     cache = a.causal
     ops: dict[str, Op] = {}
-    ops["q_a_proj"] = s.linear(h, rq, L * q_lora, bias=0.0)  # replicated over tp (a small latent)
-    ops["q_a_norm"] = s.norm(L * q_lora, width=rq)
-    ops["q_b_proj"] = s.linear(rq, H * (dn + dr), L * q_lora, bias=0.0)
+    if uses(a, "mla"):
+        ops["q_a_proj"] = s.linear(h, rq, L * q_lora, bias=0.0)  # replicated over tp (a small latent)
+        ops["q_a_norm"] = s.norm(L * q_lora, width=rq)
+        ops["q_b_proj"] = s.linear(rq, H * (dn + dr), L * q_lora, bias=0.0)
     ops["q_proj"] = s.linear(h, H * d, L * (1.0 - q_lora), bias=qkv_bias)
-    ops["k_proj"] = s.linear(h, Hkv * d, L * (1.0 - m), bias=qkv_bias, out_to_cache=cache)
-    ops["v_proj"] = s.linear(h, Hkv * d, L * (1.0 - m), bias=qkv_bias, out_to_cache=cache)
-    ops["kv_a_proj"] = s.linear(h, rkv + dr, L * m, bias=0.0, out_to_cache=cache)  # latent + rotary key → cache
-    ops["kv_a_norm"] = s.norm(L * m, width=rkv)
-    # kv_b: the up-projection, W_UK and W_UV (r_kv × H·(d_nope + d_v) per device)
-    ab = absorbed(s)
-    up_rows = s.batch * (s.kv_len + s.q)  # expanded: every key this step attends is up-projected
-    w_up = rkv * H * (dn + dv)
-    ops["kv_b_proj"] = _op(
-        L * m, flops=ab * 2 * T * H * rkv * (dn + dv) + (1 - ab) * 2 * up_rows * w_up,
-        weight_bytes=w_up * s.wB,
-        act_read=ab * T * H * (dn + rkv) * s.aB,
-        act_write=ab * T * H * (rkv + dv) * s.aB + (1 - ab) * up_rows * H * (dn + dv) * s.aB,
-        kv_read=(1 - ab) * up_rows * rkv * s.kvB, bits=s.mm_bits, gemm_rows=ab * T + (1 - ab) * up_rows)
+    if uses(a, "gqa"):
+        ops["k_proj"] = s.linear(h, Hkv * d, L * (1.0 - m), bias=qkv_bias, out_to_cache=cache)
+        ops["v_proj"] = s.linear(h, Hkv * d, L * (1.0 - m), bias=qkv_bias, out_to_cache=cache)
+    if uses(a, "mla"):
+        ops["kv_a_proj"] = s.linear(h, rkv + dr, L * m, bias=0.0, out_to_cache=cache)  # latent + rotary key → cache
+        ops["kv_a_norm"] = s.norm(L * m, width=rkv)
+        # kv_b: the up-projection, W_UK and W_UV (r_kv × H·(d_nope + d_v) per device)
+        ab = absorbed(s)
+        up_rows = s.batch * (s.kv_len + s.q)  # expanded: every key this step attends is up-projected
+        w_up = rkv * H * (dn + dv)
+        ops["kv_b_proj"] = _op(
+            L * m, flops=ab * 2 * T * H * rkv * (dn + dv) + (1 - ab) * 2 * up_rows * w_up,
+            weight_bytes=w_up * s.wB,
+            act_read=ab * T * H * (dn + rkv) * s.aB,
+            act_write=ab * T * H * (rkv + dv) * s.aB + (1 - ab) * up_rows * H * (dn + dv) * s.aB,
+            kv_read=(1 - ab) * up_rows * rkv * s.kvB, bits=s.mm_bits, gemm_rows=ab * T + (1 - ab) * up_rows)
     if a.qk_norm:  # RMSNorm over every head's query and key (Qwen3, Gemma 3): 2·d scales per layer
         width = (H + Hkv) * d
         ops["qk_norm"] = _op(L, flops=4.0 * T * width, weight_bytes=2 * d * s.aB * s.vec,
                              act_read=T * width * s.aB, act_write=T * width * s.aB, bits=s.a_bits)
     lay = s.layout
     ops.update(_attention_block(s, lay["global"], *_global_geometry(s), ""))
-    local = _global_geometry(s) if local_as_global else _local_geometry(s)
-    ops.update(_attention_block(s, lay["local"], *local, "_local"))
-    d_o = m * dv + (1.0 - m) * d
+    if has_local(a):
+        local = _global_geometry(s) if local_as_global else _local_geometry(s)
+        ops.update(_attention_block(s, lay["local"], *local, "_local"))
+    d_o = blend(m, dv, d)
     ops["o_proj"] = s.linear(H * d_o, h, L)
     return ops
 
@@ -163,8 +178,9 @@ def kv_cache_elements(arch, context, tp=1.0):
     from dse.core.params import layer_layout
 
     lay = layer_layout(arch)
-    m = mla(arch)
-    per_token = m * (arch.kv_lora_rank + arch.qk_rope_head_dim) + (1 - m) * 2 * jnp.maximum(
-        arch.n_kv_heads / tp, 1.0) * arch.d_head
-    cap = jnp.where(arch.window > 0, arch.window, jnp.where(arch.attn_chunk > 0, arch.attn_chunk, context))
+    per_token = blend(mla(arch), arch.kv_lora_rank + arch.qk_rope_head_dim,
+                      2 * jnp.maximum(arch.n_kv_heads / tp, 1.0) * arch.d_head)
+    if not has_local(arch):
+        return per_token * lay["global"] * context
+    cap = local_pick(arch, lambda: arch.window, lambda: arch.attn_chunk, context)
     return per_token * (lay["global"] * context + lay["local"] * jnp.minimum(context, cap))

@@ -100,12 +100,48 @@ class Arch:
     attn_sinks: bool = field(default=False)  # a learned sink logit per head (gpt-oss)
     qk_norm: bool = field(default=False)  # RMSNorm on each head's query and key (Qwen3, Gemma 3)
     sandwich_norm: bool = field(default=False)  # norms before and after attention and MLP (Gemma 2/3): 4 per layer
+    features: tuple = field(default=("gqa", "mla", "moe", "window", "chunk"))  # parts of the cost model traced (FEATURES)
 
 
 #: structure (static) fields of Arch: a change is a new compile
 ARCH_STATIC = ("gated_mlp", "causal", "tied_embeddings", "bias", "norm", "parallel_block", "qkv_bias",
                "router_bias", "attn_sinks", "qk_norm", "sandwich_norm")
-Arch = _register(Arch, ARCH_STATIC)
+#: Arch metadata that is not a model property: ``features``, the optional parts of the cost model a design
+#: (or every point of a batch) may use — ``gqa``/``mla`` attention, ``moe`` layers, ``window``/``chunk``
+#: local layers. Parts not listed are left out of the traced computation, so a dense model does not pay
+#: for experts it has not got (one compile per structure). The default lists all, which is right for any
+#: values; :func:`specialize` narrows it from the concrete values a run can take, and validation checks it.
+ARCH_META = ("features",)
+FEATURES = ("gqa", "mla", "moe", "window", "chunk")
+Arch = _register(Arch, ARCH_STATIC + ARCH_META)
+
+
+def uses(arch: Arch, feature: str) -> bool:
+    """Static: whether the cost model traces ``feature`` (one of FEATURES) for ``arch``."""
+    return feature in arch.features
+
+
+def needed_features(arch: Arch, **values) -> tuple[str, ...]:
+    """The FEATURES that concrete values need: ``arch``'s leaves, each possibly an array of points,
+    plus ``values`` (field name -> every value a sweep or search may give that field)."""
+    def vals(name):
+        own = np.ravel(np.asarray(getattr(arch, name), dtype=float))
+        return np.concatenate([own, np.ravel(np.asarray(values[name], dtype=float))]) if name in values else own
+
+    rank, experts, window, chunk = vals("kv_lora_rank"), vals("n_experts"), vals("window"), vals("attn_chunk")
+    need = {"gqa": (rank <= 0).any(), "mla": (rank > 0).any(), "moe": (experts > 0).any(),
+            "window": (window > 0).any(), "chunk": (chunk > 0).any()}
+    return tuple(f for f in FEATURES if need[f])
+
+
+def specialize(arch: Arch, **values) -> Arch:
+    """``arch`` tracing only the FEATURES its concrete values (and ``values``, see
+    :func:`needed_features`) need; unchanged if a leaf is traced (then nothing can be left out)."""
+    try:
+        features = needed_features(arch, **values)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return arch
+    return dataclasses.replace(arch, features=features)
 #: numeric Arch fields that are real numbers (all others are integer counts)
 ARCH_REAL_FIELDS = frozenset({"moe_imbalance"})
 
@@ -325,6 +361,13 @@ def validate_design(design: Design, prefix: str = "") -> Design:
     if a.norm not in ("rmsnorm", "layernorm"):
         _fail(prefix + "model.norm", a.norm, "must be one of ['layernorm', 'rmsnorm']")
     concrete = jax.tree.map(lambda x: np.asarray(x, dtype=float), design)
+    missing = [f for f in needed_features(concrete.arch) if f not in a.features]
+    if missing:
+        field_name = {"gqa": "kv_lora_rank", "mla": "kv_lora_rank", "moe": "n_experts", "window": "window",
+                      "chunk": "attn_chunk"}[missing[0]]
+        _fail(prefix + "model." + field_name, getattr(concrete.arch, field_name),
+              f"needs the cost model's '{missing[0]}' part, left out of this design's features={a.features} "
+              "(build it with dse.core.design.specialize over every value it takes)")
     w = concrete.workload
     ctx = {"L": _fmt(concrete.arch.n_layers), "h": _fmt(concrete.arch.n_heads), "kv": _fmt(concrete.arch.n_kv_heads), "ff": _fmt(concrete.arch.d_ff),
            "E": _fmt(concrete.arch.n_experts), "group": _fmt(np.asarray(w.tp) * np.asarray(w.attn_dp))}
@@ -351,7 +394,7 @@ def make_arch(*, n_layers, d_model, n_heads, n_kv_heads=None, d_head=None, d_ff=
     ``d_ff`` to ``4 d_model`` (Vaswani et al. 2017); every other field (``fields``, any Arch field
     by name; None = its default) to its default above.
     """
-    known = {f.name: f for f in dataclasses.fields(Arch)}
+    known = {f.name: f for f in dataclasses.fields(Arch) if f.name not in ARCH_META}
     for key in fields:
         if key not in known:
             _fail(f"model.{key}", fields[key], f"unknown model field; known: {sorted(known)}")

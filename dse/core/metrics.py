@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from dse.core.accuracy import AccuracyParams, accuracy_terms
 from dse.core.conventions import DEFAULT, Conventions
-from dse.core.design import Arch, Design
+from dse.core.design import Arch, Design, uses
 from dse.core.hardware import Hardware
 from dse.core.ops import KV_DEPENDENT, Op, step_ops
 from dse.core.attention import kv_cache_elements
@@ -32,6 +32,14 @@ SMOOTH_NODES = 8
 #: of one evaluation then pass cache-resident intermediates; one vmap over 2^18 points streams
 #: every intermediate through DRAM and ran ~7x slower on a 2-core CPU (measured with dse.bench)
 CPU_BATCH = 4096
+#: XLA options for compiling the cost model over many points (``jax.jit(..., compiler_options=...)``):
+#: LLVM may reassociate and contract (FMA) float arithmetic — NaN, inf, division and math functions
+#: stay IEEE — and use 512-bit vectors where the CPU has them (ignored elsewhere and on accelerators).
+#: Results move only in the last bits of float32. Measured with ``python -m dse.bench --only moe`` on
+#: the project's 2-core Xeon (AVX-512): 3.0 -> 7.5 M points/s (README, Performance).
+COMPILER_OPTIONS = {"xla_cpu_enable_fast_math": True, "xla_cpu_fast_math_honor_nans": True,
+                    "xla_cpu_fast_math_honor_infs": True, "xla_cpu_fast_math_honor_division": True,
+                    "xla_cpu_fast_math_honor_functions": True, "xla_cpu_prefer_vector_width": 512}
 
 
 def map_points(fn, xs, batch_size: int | None = None):
@@ -119,16 +127,26 @@ def _segments(arch, P, n, kind: str):
     zero = 0.0 * P
     if kind == "global":
         return [(P, n, 1.0 + zero)]
-    W, C = jnp.maximum(arch.window, 1.0), jnp.maximum(arch.attn_chunk, 1.0)
-    b = jnp.clip(W - 1.0 - P, 0.0, n)
-    win = [(P, b, 1.0 + zero), (W - 1.0 + zero, 1.0 + zero, n - b), (zero, zero, zero)]
-    e0 = P - C * jnp.floor(P / C)
-    first = jnp.minimum(C - e0, n)
-    full = jnp.floor((n - first) / C)
-    chunk = [(e0, first, 1.0 + zero), (zero, C, full), (zero, n - first - full * C, 1.0 + zero)]
+
+    def win():
+        W = jnp.maximum(arch.window, 1.0)
+        b = jnp.clip(W - 1.0 - P, 0.0, n)
+        return [(P, b, 1.0 + zero), (W - 1.0 + zero, 1.0 + zero, n - b), (zero, zero, zero)]
+
+    def chunk():
+        C = jnp.maximum(arch.attn_chunk, 1.0)
+        e0 = P - C * jnp.floor(P / C)
+        first = jnp.minimum(C - e0, n)
+        full = jnp.floor((n - first) / C)
+        return [(e0, first, 1.0 + zero), (zero, C, full), (zero, n - first - full * C, 1.0 + zero)]
+
     glob = [(P, n, 1.0 + zero), (zero, zero, zero), (zero, zero, zero)]
+    if not uses(arch, "chunk"):  # window only: where it is 0 the layer is global
+        return [tuple(jnp.where(arch.window > 0, x_w, x_g) for x_w, x_g in zip(sw, sg)) for sw, sg in zip(win(), glob)]
+    if not uses(arch, "window"):
+        return [tuple(jnp.where(arch.attn_chunk > 0, x_c, x_g) for x_c, x_g in zip(sc, sg)) for sc, sg in zip(chunk(), glob)]
     pick = lambda x_w, x_c, x_g: jnp.where(arch.window > 0, x_w, jnp.where(arch.attn_chunk > 0, x_c, x_g))  # noqa: E731
-    return [tuple(pick(*vals) for vals in zip(sw, sc, sg)) for sw, sc, sg in zip(win, chunk, glob)]
+    return [tuple(pick(*vals) for vals in zip(sw, sc, sg)) for sw, sc, sg in zip(win(), chunk(), glob)]
 
 
 def _generation(design: Design, hw: Hardware, conv: Conventions, first, smooth: bool) -> dict:
@@ -247,7 +265,7 @@ def evaluate(design: Design, hw: Hardware, conv: Conventions = DEFAULT,
     m["kv_cache_bytes"] = kv_all if a.causal else zero  # the cache's size, replicas not counted
     m["kv_bytes_per_token"] = m["kv_cache_bytes"] / jnp.maximum(w.batch * context, 1.0)  # mean over the context
     # expert weights one decode step reads (all devices): the distinct experts a batch of tokens touches
-    touched = expected_experts(a.n_experts, a.top_k, w.batch)
+    touched = expected_experts(a.n_experts, a.top_k, w.batch) if uses(a, "moe") else 0.0
     m["expert_bytes_per_decode_step"] = expert_bytes * touched / jnp.maximum(a.n_experts, 1.0)
     pre_ops = tables["prefill"][0]
     peak_act = 0.0

@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from dse.core.ops import COLLECTIVE, Op, Step, _op
-from dse.core.params import shared_width
+from dse.core.params import is_zero, shared_width
 
 
 def expected_experts(n_experts, top_k, tokens):
@@ -70,6 +70,8 @@ def mlp_ops(s: Step) -> tuple[dict[str, Op], object]:
     ops["activation"] = _activation(s, nd, ff, T)
     ops["down_proj" if a.gated_mlp else "fc2"] = s.linear(ff, h, nd)
 
+    if is_zero(nm):  # no MoE layers (the model's features leave them out)
+        return ops, nd
     # --- mixture of experts
     E, k = a.n_experts, a.top_k
     group = s.tp * s.attn_dp  # devices of the MoE group

@@ -22,23 +22,42 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from dse.core.design import Arch
+from dse.core.design import Arch, uses
 
 
 def layer_layout(arch: Arch) -> dict:
-    """Layers by kind: ``moe`` / ``dense`` MLP layers and ``global`` / ``local`` attention layers."""
+    """Layers by kind: ``moe`` / ``dense`` MLP layers and ``global`` / ``local`` attention layers.
+
+    Counts a left-out feature (``Arch.features``) cannot have are the Python number 0.0, so the
+    operators of that kind are left out of the trace.
+    """
     L = arch.n_layers
     E = arch.n_experts
-    every = jnp.maximum(arch.moe_every, 1.0)
-    n_moe = jnp.where(E > 0, jnp.floor(jnp.maximum(L - arch.n_dense_layers, 0.0) / every), 0.0)
-    has_local = (arch.window > 0) | (arch.attn_chunk > 0)
-    n_global = jnp.where(has_local, jnp.where(arch.global_every > 0,
-                                               jnp.floor(L / jnp.maximum(arch.global_every, 1.0)), 0.0), L)
-    return {"moe": n_moe, "dense": L - n_moe, "global": n_global, "local": L - n_global}
+    n_moe, dense = 0.0, L
+    if uses(arch, "moe"):
+        every = jnp.maximum(arch.moe_every, 1.0)
+        n_moe = jnp.where(E > 0, jnp.floor(jnp.maximum(L - arch.n_dense_layers, 0.0) / every), 0.0)
+        dense = L - n_moe
+    if not has_local(arch):
+        return {"moe": n_moe, "dense": dense, "global": L, "local": 0.0}
+    local = (arch.window > 0) | (arch.attn_chunk > 0)
+    n_global = jnp.where(local, jnp.where(arch.global_every > 0,
+                                           jnp.floor(L / jnp.maximum(arch.global_every, 1.0)), 0.0), L)
+    return {"moe": n_moe, "dense": dense, "global": n_global, "local": L - n_global}
+
+
+def has_local(arch: Arch) -> bool:
+    """Static: whether ``arch`` may have local (windowed or chunked) attention layers."""
+    return uses(arch, "window") or uses(arch, "chunk")
 
 
 def mla(arch: Arch):
-    """1.0 for latent attention (kv_lora_rank > 0), else 0.0 — a numeric switch, traceable."""
+    """1.0 for latent attention (kv_lora_rank > 0), else 0.0 — a numeric switch, traceable; the
+    Python number 1.0 or 0.0 when ``arch.features`` leaves out the grouped or the latent form."""
+    if not uses(arch, "gqa"):
+        return 1.0
+    if not uses(arch, "mla"):
+        return 0.0
     return jnp.where(arch.kv_lora_rank > 0, 1.0, 0.0)
 
 
@@ -59,7 +78,19 @@ def attention_params(arch: Arch):
     mla_vec = rq + rkv  # the latent norms' scales
     m = mla(arch)
     extra = (2.0 * d if arch.qk_norm else 0.0) + (H if arch.attn_sinks else 0.0)
-    return m * mla_mat + (1 - m) * gqa_mat, m * mla_vec + (1 - m) * gqa_vec + extra
+    return blend(m, mla_mat, gqa_mat), blend(m, mla_vec, gqa_vec) + extra
+
+
+def is_zero(x) -> bool:
+    """Static: ``x`` is the Python number 0 (a count or weight of a left-out feature)."""
+    return isinstance(x, (int, float)) and x == 0
+
+
+def blend(m, x_mla, x_gqa):
+    """m·x_mla + (1 − m)·x_gqa, tracing only the side a Python 0/1 ``m`` keeps."""
+    if isinstance(m, float):
+        return x_mla if m == 1.0 else x_gqa
+    return m * x_mla + (1 - m) * x_gqa
 
 
 def mlp_params(arch: Arch, width):
@@ -93,12 +124,17 @@ def param_counts(arch: Arch) -> dict:
     embed = V * h + arch.n_positions * h
     head = 0.0 if arch.tied_embeddings or not arch.causal else V * h
     head_used = V * h if arch.causal else 0.0  # the LM head a token uses (tied or not)
-    common_m = L * att_m + lay["dense"] * dense_m + lay["moe"] * (S * sh_m + rt_m)
-    common_v = L * (att_v + norms_per_layer * norm) + lay["dense"] * dense_v + lay["moe"] * (S * sh_v + rt_v) + norm
-    routed_m, routed_v = lay["moe"] * E * exp_m, lay["moe"] * E * exp_v
+    common_m = L * att_m + lay["dense"] * dense_m
+    common_v = L * (att_v + norms_per_layer * norm) + lay["dense"] * dense_v + norm
+    routed_m = routed_v = active_routed = 0.0
+    if uses(arch, "moe"):
+        common_m = common_m + lay["moe"] * (S * sh_m + rt_m)
+        common_v = common_v + lay["moe"] * (S * sh_v + rt_v)
+        routed_m, routed_v = lay["moe"] * E * exp_m, lay["moe"] * E * exp_v
+        active_routed = lay["moe"] * k * (exp_m + exp_v)
     matrices = common_m + routed_m
     vectors = common_v + routed_v
-    active_body = common_m + common_v + lay["moe"] * k * (exp_m + exp_v)
+    active_body = common_m + common_v + active_routed
     return {"params": matrices + vectors + embed + head, "params_non_embedding": matrices + vectors,
             "params_active": active_body + head_used,
             "params_active_with_embedding": active_body + head_used + embed - (head_used if arch.tied_embeddings else 0.0),

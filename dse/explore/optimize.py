@@ -24,8 +24,8 @@ from dse.core.conventions import Conventions
 from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
 from dse.core.hwcost import HwCostParams, hardware_cost
-from dse.core.metrics import evaluate
-from dse.explore.space import Knob, get_knob, set_knob
+from dse.core.metrics import COMPILER_OPTIONS, evaluate
+from dse.explore.space import Knob, get_knob, set_knob, specialize_design
 
 #: knobs with at most this many legal values are searched jointly around the rounded design,
 #: all together when their combinations number at most BLOCK_MAX, else two at a time
@@ -116,7 +116,7 @@ def _relax(u, lows, highs, logs):
     return jnp.where(logs, jnp.exp(jnp.log(lows) + (jnp.log(highs) - jnp.log(lows)) * s), lows + (highs - lows) * s)
 
 
-@partial(jax.jit, static_argnames=("conv", "keys", "objective", "constraints"))
+@partial(jax.jit, static_argnames=("conv", "keys", "objective", "constraints"), compiler_options=COMPILER_OPTIONS)
 def exact_batch(values, design, hw, acc, hwp=None, *, conv, keys, objective, constraints):
     """Exact metrics, objective, violations and validity of a batch of knob-value rows."""
     def one(v):
@@ -142,6 +142,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
              objective: str, constraints: Constraints, settings: Settings = Settings(),
              hwp: HwCostParams | None = None) -> Result:
     hwp = hwp or HwCostParams()
+    design = specialize_design(design, knobs)
     keys = tuple(k.key for k in knobs)
     lows = jnp.asarray([k.low for k in knobs])
     highs = jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs])
@@ -160,7 +161,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     if settings.budget is not None:
         return _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp, scale)
 
-    @jax.jit
+    @partial(jax.jit, compiler_options=COMPILER_OPTIONS)
     def run(u0):
         def step(carry, t):
             u, state = carry
@@ -279,7 +280,8 @@ def scorer_of(design, hw, acc, conv, keys, objective, constraints, hwp):
     return score_rows
 
 
-@partial(jax.jit, static_argnames=("conv", "keys", "objective", "constraints", "optimizer"))
+@partial(jax.jit, static_argnames=("conv", "keys", "objective", "constraints", "optimizer"),
+         compiler_options=COMPILER_OPTIONS)
 def _descent(u0, steps, penalty, learning_rate, scale, box, design, hw, acc, hwp, *, conv, keys, objective, constraints,
              optimizer):
     """The gradient phase of the budgeted search, compiled once per problem and schedule (any seed)."""

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from dse.core.conventions import Conventions
-from dse.core.design import Arch, Design, Quant, Workload, is_valid
+from dse.core.design import Arch, Design, Quant, Workload, is_valid, specialize
 from dse.core.hardware import Hardware
+from dse.core.metrics import COMPILER_OPTIONS
 from dse.core.serving import serve
 from dse.explore.pareto import pareto_front
 
@@ -92,7 +93,7 @@ def _designs(cols: dict, base: Design) -> Design:
     return Design(base.arch, qz, wl)
 
 
-@partial(jax.jit, static_argnames=("conv",))
+@partial(jax.jit, static_argnames=("conv",), compiler_options=COMPILER_OPTIONS)
 def _evaluate(cols, base, hw, draft, *, conv):
     def one(c):
         d = _designs(c, base)
@@ -116,6 +117,8 @@ def search(base: Design, hw: Hardware, conv: Conventions, grid: ServeGrid, *, tt
            tpot_max_s: float, draft: Arch | None = None, dtype=jnp.float32) -> SearchResult:
     """Evaluate the whole grid (one compiled call), keep SLO-feasible rows, return their front."""
     cols = {k: jnp.asarray(v, dtype) for k, v in grid_arrays(grid).items()}
+    base = dataclasses.replace(base, arch=specialize(base.arch))  # the grid varies the workload only
+    draft = None if draft is None else specialize(draft)
     cast = partial(jax.tree.map, lambda x: jnp.asarray(x, dtype))
     args = (cols, cast(base), cast(hw), None if draft is None else cast(draft))
     t = time.perf_counter()

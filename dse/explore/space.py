@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dse.core.design import Design, DesignError
+from dse.core.design import ARCH_META, ARCH_STATIC, Design, DesignError, specialize
 from dse.core.hardware import SYSTEM_FIELDS, Hardware
 
 SECTIONS = {"model": "arch", "quant": "quant", "workload": "workload"}
@@ -44,7 +44,7 @@ def _knob_target(key: str) -> tuple[str, str]:
     if parts[0] in SECTIONS and len(parts) == 2:
         from dse.core.design import Arch, Quant, Workload
         cls = {"model": Arch, "quant": Quant, "workload": Workload}[parts[0]]
-        numeric = {f.name for f in dataclasses.fields(cls)} - {"gated_mlp", "causal", "tied_embeddings", "bias", "norm", "parallel_block"}
+        numeric = {f.name for f in dataclasses.fields(cls)} - set(ARCH_STATIC) - set(ARCH_META)
         if parts[1] in numeric:
             return SECTIONS[parts[0]], parts[1]
     if parts[0] == "hardware":
@@ -103,6 +103,14 @@ def set_knob(design: Design, hw: Hardware, key: str, value):
         return design, dataclasses.replace(hw, **{name: value})
     part = getattr(design, tree)
     return dataclasses.replace(design, **{tree: dataclasses.replace(part, **{name: value})}), hw
+
+
+def specialize_design(design: Design, knobs) -> Design:
+    """``design`` tracing only the cost-model parts (``Arch.features``) that its own values and every
+    value of ``knobs`` (or the interval between them, which the optimizer's relaxation visits) need:
+    a dense space does not pay for experts, latent or local attention (one compile per structure)."""
+    values = {k.key.split(".", 1)[1]: k.values for k in knobs if k.key.startswith("model.")}
+    return dataclasses.replace(design, arch=specialize(design.arch, **values))
 
 
 def get_knob(design: Design, hw: Hardware, key: str):

@@ -26,11 +26,11 @@ from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
 from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
-from dse.core.metrics import evaluate, map_points
+from dse.core.metrics import COMPILER_OPTIONS, evaluate, map_points
 from dse.core.serving import SERVE_KNOBS, serve
 from dse.explore.export import write_parquet, write_text
 from dse.explore.pareto import _dominated_by, merge_fronts, objective_matrix, pareto_front
-from dse.explore.space import Knob, set_knob
+from dse.explore.space import Knob, set_knob, specialize_design
 
 
 #: front rows used on the device to discard dominated points of a chunk before the exact filter
@@ -92,7 +92,8 @@ def _point(index, values, strides, sizes, design, hw, acc, conv, keys, derive_d_
     return out
 
 
-@partial(jax.jit, static_argnames=("conv", "keys", "derive_d_head", "dtype", "objectives", "fits_only"))
+@partial(jax.jit, static_argnames=("conv", "keys", "derive_d_head", "dtype", "objectives", "fits_only"),
+         compiler_options=COMPILER_OPTIONS)
 def eval_indices(indices, values, strides, sizes, design, hw, acc, seed=None, limit=None, *, conv, keys,
                  derive_d_head, dtype, objectives=(), fits_only=True):
     """Metrics (and knob values, and a ``valid`` mask) of the grid points at ``indices``.
@@ -185,6 +186,7 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
 
     from dse.explore.export import atomic_path
 
+    design = specialize_design(design, grid.knobs)
     out = Path(out_dir)
     chunk_dir = out / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)

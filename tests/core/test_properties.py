@@ -35,6 +35,9 @@ def _loss(design, hw):
     return ev(design, hw, smooth=True)["e2e_s"]
 
 
+grad_jit = jax.jit(jax.grad(_loss, argnums=(0, 1)))  # compiled once per structure (not per example)
+
+
 @settings(max_examples=40, deadline=None)
 @given(designs())
 def test_outputs_and_gradients_finite(d):
@@ -42,7 +45,7 @@ def test_outputs_and_gradients_finite(d):
     m = ev(d, HW)
     for k, v in m.items():
         assert np.isfinite(np.asarray(v, dtype=float)).all(), k
-    g = jax.grad(_loss, argnums=(0, 1))(d, HW)
+    g = grad_jit(d, HW)
     for leaf in jax.tree.leaves(g):
         assert np.isfinite(np.asarray(leaf)).all()
 
