@@ -1,6 +1,8 @@
 """task=sweep: the space in config, evaluated chunk by chunk; results, Pareto files and a plot."""
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,7 +36,9 @@ def metric_keys(s: Setup) -> set[str]:
 
     from dse.core.metrics import evaluate
     from dse.core.serving import SERVE_KNOBS, serve
-    keys = set(jax.eval_shape(lambda: evaluate(s.design, s.hw, s.conv, s.acc)))
+    from dse.core.design import specialize
+    design = dataclasses.replace(s.design, arch=specialize(s.design.arch))  # the keys do not depend on the parts traced
+    keys = set(jax.eval_shape(lambda: evaluate(design, s.hw, s.conv, s.acc)))
     space = OmegaConf.to_container(s.cfg.space, resolve=True) if s.cfg.get("space") else {}
     if SERVE_KNOBS & set(flatten_space(space)):  # dse.explore.sweep adds the steady-state serve.* columns
         keys |= {f"serve.{k}" for k in jax.eval_shape(lambda: serve(s.design, s.hw, s.conv))}
