@@ -3,6 +3,7 @@
 Every expected number below is written out as arithmetic from the model's shapes (not taken from
 dse's output); see dse/core/mlp.py and dse/core/attention.py for the rules being checked.
 """
+import jax
 import numpy as np
 import pytest
 
@@ -184,6 +185,14 @@ def test_expert_parallel_all_to_all_and_memory():
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
+def _latency_and_loss(d):
+    m = evaluate(d, HW, smooth=True)
+    return m["tpot_s"] + m["ttft_s"] + m["loss_proxy"]
+
+
+_grad_of_latency_and_loss = jax.jit(jax.grad(_latency_and_loss))  # one compile serves every example
+
+
 @settings(max_examples=12, deadline=None)
 @given(E=st.sampled_from([0, 8, 64]), k=st.integers(1, 8), f=st.sampled_from([256, 1024]),
        rkv=st.sampled_from([0, 128, 512]), window=st.sampled_from([0, 64, 4096]), chunk=st.sampled_from([0, 256]),
@@ -201,11 +210,6 @@ def test_gradients_finite_over_every_new_knob(E, k, f, rkv, window, chunk, every
     d = Design(arch, Quant(bits, 16.0, bits), Workload(batch=batch, prompt_len=prompt, gen_len=64, tp=2,
                                                       ep=ep if E else 1, attn_dp=2))
     d = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), d)
-
-    def f_(dd):
-        m = evaluate(dd, HW, smooth=True)
-        return m["tpot_s"] + m["ttft_s"] + m["loss_proxy"]
-
-    g = jax.grad(f_)(d)
+    g = _grad_of_latency_and_loss(d)
     for leaf in jax.tree.leaves(g):
         assert np.isfinite(np.asarray(leaf)).all()

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from dse import Design, Quant, Workload, evaluate, make_arch, make_hardware
-from dse.core.design import as_arrays
+from dse.core.design import as_arrays, specialize
 
 HEADS = [1, 2, 4, 8, 16, 32]
 
@@ -20,6 +20,7 @@ def designs(draw):
     arch = make_arch(n_layers=draw(st.integers(1, 96)), d_model=H * draw(st.sampled_from([32, 64, 128])),
                      n_heads=H, n_kv_heads=kv, d_ff=tp * draw(st.integers(16, 4096)), vocab=draw(st.integers(100, 200_000)),
                      gated_mlp=draw(st.booleans()), parallel_block=draw(st.booleans()))
+    arch = specialize(arch)  # dense, grouped KV: as a sweep traces it (the general path: tests/core/test_moe.py)
     q = Quant(*(draw(st.floats(1.0, 32.0)) for _ in range(3)))
     w = Workload(batch=float(draw(st.integers(1, 1024))), prompt_len=float(draw(st.integers(1, 32768))),
                  gen_len=float(draw(st.integers(1, 4096))), tp=float(tp))
@@ -109,6 +110,9 @@ def test_smooth_close_to_exact(d):
         assert float(smooth[key]) <= 1.03 * float(exact[key]), key
 
 
+ev_batched = jax.jit(jax.vmap(evaluate, in_axes=(0, None)))  # compiled once per structure
+
+
 def _stack(ds):
     return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, dtype=jnp.float64) for x in xs]), *ds)
 
@@ -119,7 +123,7 @@ def test_vmap_equals_python_loop(ds):
     # vmap needs one structure: copy the first design's structure onto the others.
     a0 = ds[0].arch
     ds = [dataclasses.replace(d, arch=dataclasses.replace(d.arch, gated_mlp=a0.gated_mlp, parallel_block=a0.parallel_block)) for d in ds]
-    batched = jax.jit(jax.vmap(evaluate, in_axes=(0, None)))(_stack(ds), HW)
+    batched = ev_batched(_stack(ds), HW)
     for i, d in enumerate(ds):
         single = ev(as_arrays(d), HW)
         for k in single:
