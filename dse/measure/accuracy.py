@@ -22,17 +22,19 @@ from dse.core.metrics import evaluate
 from dse.measure import calibrate as cal
 from dse.measure.published import KIND_CODE, designs, load, metric_from
 
-#: the fitted terms: hardware physics per device family, software costs per engine
+#: the fitted terms: hardware physics per device family, software costs per engine or per launch path
 #: (spread: how far a group may stray from the pool, in logit or log units)
 TERMS = (
     cal.Term("mem_efficiency", "family", cal.UNIT, spread=0.5),
     cal.Term("flops_efficiency", "family", cal.UNIT, spread=0.5),
     cal.Term("gemm_half_tokens", "family", cal.POSITIVE, scale=16.0, spread=0.7),
     cal.Term("attn_efficiency", "family", cal.UNIT, spread=0.7),
-    cal.Term("link_latency", "family", cal.POSITIVE, scale=1e-5, spread=0.7),
     cal.Term("link_hop_latency", "family", cal.POSITIVE, scale=1e-6, spread=0.7),
     cal.Term("net_latency", "family", cal.POSITIVE, scale=1e-5, spread=0.7),
-    cal.Term("kernel_overhead_s", "engine", cal.POSITIVE, scale=1e-6, spread=1.0),
+    # the fixed cost of a kernel and of a collective: the engine's launch path (engines.LAUNCH), whose
+    # values span an order of magnitude (Python dispatch, C++ enqueue, graph replay): a wide spread
+    cal.Term("kernel_overhead_s", "launch", cal.POSITIVE, scale=1e-6, spread=2.0),
+    cal.Term("link_latency", "launch", cal.POSITIVE, scale=1e-5, spread=2.0),
     cal.Term("step_overhead_s", "engine", cal.POSITIVE, scale=1e-4, spread=1.5),
     cal.Term("mem_reserve_bytes", "engine", cal.POSITIVE, scale=1e9, spread=1.0),
     cal.Term("act_buffer_factor", "engine", cal.POSITIVE, scale=1.0, spread=1.0),
@@ -46,6 +48,10 @@ FAMILY = {
     "mi250x": "amd-cdna2", "mi250x_gcd": "amd-cdna2", "mi300x": "amd-cdna3", "mi325x": "amd-cdna3",
     "b200": "nvidia-blackwell", "v100": "nvidia-volta",
 }
+
+
+#: the columns a term may be grouped by: device family, engine, the engine's launch path
+GROUPINGS = ("family", "engine", "launch")
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,9 @@ class Problem:
     @classmethod
     def build(cls, catalog: Catalog, df: pd.DataFrame | None = None) -> "Problem":
         df = load() if df is None else df
+        from dse.measure.engines import LAUNCH
         df = df.assign(family=df.device.map(FAMILY), engine=df.engine_short)
+        df = df.assign(launch=df.engine.map(LAUNCH))
         ds, ok = designs(df, catalog.load_model)
         df = df.assign(expressible=ok)
         hw = {n: catalog.load_hardware(n) for n in df.device.dropna().unique()}
@@ -87,7 +95,7 @@ class Problem:
                            stack([hw[df.device[i]][df.hardware[i]] for i in idx]),
                            jnp.asarray([KIND_CODE[df.kind[i]] for i in idx]),
                            jnp.asarray((df.tp * df.pp).values[idx].astype(float))))
-        names = {by: sorted(df.loc[ok, by].unique()) for by in ("family", "engine")}
+        names = {by: sorted(df.loc[ok, by].unique()) for by in GROUPINGS}
         row_groups = {by: np.asarray([names[by].index(v) if v in names[by] else -1 for v in df[by]])
                       for by in names}
         order = np.concatenate([c[0] for c in chunks])
@@ -130,8 +138,11 @@ def _with_system(hw, description: str):
 #: collective latency; a CUDA kernel launch costs 4-6 us of driver and runtime calls (measured in
 #: "pegainfer (3): From Launch Overhead to CUDA Graph", susun-blog.com); the rest start at their
 #: scale. All priors are wide (TERMS: prior_sd = 3 in log or logit units). A narrow launch prior
-#: (sd 0.5) moves the leave-one-source-out error from gpt-fast (48% -> 24%) to FasterTransformer
-#: (11% -> 19%): an unseen engine's launch cost is not predictable from the others (README).
+#: (sd 0.5) moved the leave-one-source-out error from gpt-fast (48% -> 24%) to FasterTransformer
+#: (11% -> 19%) when those terms were per engine: an unseen engine's launch cost is not predictable
+#: from engines that launch differently; grouped by launch path (engines.LAUNCH), FasterTransformer
+#: takes TensorRT-LLM's, and only a path with no measured engine (CUDA-graph replay without gpt-fast)
+#: falls back to the pool (README).
 PRIOR = {"mem_efficiency": 0.85, "flops_efficiency": 0.73, "gemm_half_tokens": 16.0, "attn_efficiency": 0.73,
          "link_latency": 1.7e-5, "link_hop_latency": 1e-6, "net_latency": 1e-5, "kernel_overhead_s": 5e-6,
          "step_overhead_s": 1e-4, "mem_reserve_bytes": 1e9, "act_buffer_factor": 1.0}
@@ -213,8 +224,10 @@ def catalog_theta(problem: Problem, layout: cal.Layout, catalog: Catalog) -> np.
             if t.by == "family":
                 dev = problem.df.device[problem.df.family == g].iloc[0]
                 vals.append(float(getattr(catalog.load_hardware(dev), t.field)))
-            else:
-                vals.append(float(load_engine(catalog.conf_dir, ENGINE_FILES[g]).get(t.field, 0.0)))
+            else:  # an engine, or a launch path: the value its engines' profiles carry (one value per path)
+                engines = [g] if t.by == "engine" else sorted(problem.df.engine[problem.df[t.by] == g].unique())
+                vals.append(float(np.mean([load_engine(catalog.conf_dir, ENGINE_FILES[e]).get(t.field, 0.0)
+                                           for e in engines])))
         x = np.asarray([cal.to_param(t.kind, v if (t.kind == cal.UNIT or v > 0) else 1e-12 * t.scale, t.scale)
                         for v in vals])
         theta[k] = x.mean()
@@ -340,7 +353,9 @@ def calibrate(catalog: Catalog, progress=print) -> dict:
     counts = problem.df.groupby("family").size()
     hw_dir = Path(catalog.conf_dir) / "hardware"
     date = engines.stamp()
-    engine_vals = {e: {t.field: vals[f"{t.field}@engine"][e] for t in layout.terms if t.by == "engine"}
+    launch = dict(zip(problem.df.engine, problem.df.launch))
+    engine_vals = {e: {t.field: vals[f"{t.field}@{t.by}"][e if t.by == "engine" else launch[e]]
+                       for t in layout.terms if t.by in ("engine", "launch")}
                    for e in problem.group_names["engine"]}
     for dev, fam in FAMILY.items():
         path = hw_dir / f"{dev}.yaml"
@@ -357,8 +372,8 @@ def calibrate(catalog: Catalog, progress=print) -> dict:
         else:
             how = f"no {fam} measurements: the pooled values of all families (a guess; recalibrate when data exist)"
         comment = [f"`python -m dse task=calibrate` ({date}); {how};",
-                   f"software terms (kernel/step overhead, memory reserve) of {DEFAULT_ENGINE} "
-                   "(conf/engine has the others)."]
+                   f"software terms (kernel overhead and fixed collective latency of its launch path, step "
+                   f"overhead, memory reserve) of {DEFAULT_ENGINE} (conf/engine has the others)."]
         engines.update_hardware_yaml(path, {**fam_vals, **engine_vals[DEFAULT_ENGINE]}, comment)
     n_rows = problem.df.groupby("engine").size()
     for e, v in engine_vals.items():

@@ -15,7 +15,18 @@ from omegaconf import OmegaConf
 from dse.core.design import DesignError
 
 #: the software terms an engine file may set (Hardware fields)
-ENGINE_KEYS = ("kernel_overhead_s", "step_overhead_s", "mem_reserve_bytes", "act_buffer_factor")
+ENGINE_KEYS = ("kernel_overhead_s", "link_latency", "step_overhead_s", "mem_reserve_bytes", "act_buffer_factor")
+
+#: how each engine launches its kernels (collectives included), from its own documentation and code
+#: (not fitted): "host" — a C++ runtime enqueues every kernel from the CPU (FasterTransformer;
+#: TensorRT-LLM <= 0.9, whose published benchmarks run gptSessionBenchmark without CUDA graphs);
+#: "eager" — PyTorch eager mode, each operator dispatched from Python (Megatron-LM);
+#: "graph" — the decode step is captured once and replayed as a CUDA graph (gpt-fast:
+#: ``torch.compile(mode="reduce-overhead", fullgraph=True)`` of ``decode_one_token``). The fixed
+#: cost of a kernel and of a collective is mostly this launch path (driver and runtime calls, Python
+#: dispatch, or none on replay), so those two terms are shared by the engines of one path and an
+#: engine without measurements takes its path's values.
+LAUNCH = {"FasterTransformer": "host", "TensorRT-LLM": "host", "Megatron-LM": "eager", "gpt-fast": "graph"}
 
 
 def load_engine(conf_dir: Path, name: str) -> dict:
@@ -37,7 +48,8 @@ def write_engine(conf_dir: Path, name: str, label: str, values: dict, note: str)
     lines = ["# @package hardware",
              f"# {label}: software terms calibrated by `python -m dse task=calibrate` ({note}).",
              f"# `+engine={name}` puts them on the selected hardware (whose catalog values are TensorRT-LLM's)."]
-    units = {"kernel_overhead_s": "s per kernel launch", "step_overhead_s": "s per forward step",
+    units = {"kernel_overhead_s": "s per kernel launch", "link_latency": "s fixed per collective (launch, sync)",
+             "step_overhead_s": "s per forward step",
              "mem_reserve_bytes": "bytes held besides weights, KV cache, activations",
              "act_buffer_factor": "activation buffers, multiples of the peak activation"}
     lines += [f"{k}: {_fmt(values[k])}  # {units[k]}" for k in ENGINE_KEYS if k in values]

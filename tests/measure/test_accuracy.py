@@ -126,3 +126,21 @@ def test_catalog_writer_keeps_other_keys(tmp_path):
     assert cfg.node_size == 8 and cfg.mem_bw == 1e12
     update_hardware_yaml(path, {"flops_efficiency": 0.6}, ["again"])  # idempotent: one calibration comment
     assert path.read_text().count("# Calibration:") == 1
+
+
+def test_engines_of_one_launch_path_share_its_terms(rows):
+    # The fixed cost of a kernel and of a collective is grouped by the engine's launch path (engines.LAUNCH,
+    # from each engine's documentation): every published engine has a path, and the calibrated profiles of
+    # the engines of one path carry the same values (FasterTransformer and TensorRT-LLM: C++ host launches).
+    from dse.app.build import resource_dir
+    from dse.measure.accuracy import ENGINE_FILES
+    from dse.measure.engines import LAUNCH, load_engine
+    engines = set(rows.engine.str.split(" ").str[0])
+    assert engines <= set(LAUNCH) and engines <= set(ENGINE_FILES)
+    conf = resource_dir("conf")
+    for path in set(LAUNCH.values()):
+        profiles = [load_engine(conf, ENGINE_FILES[e]) for e in sorted(engines) if LAUNCH[e] == path]
+        for key in ("kernel_overhead_s", "link_latency"):
+            assert len({p[key] for p in profiles}) == 1, (path, key)
+    ft, gf = load_engine(conf, "fastertransformer"), load_engine(conf, "gpt_fast")
+    assert LAUNCH["gpt-fast"] == "graph" and gf["kernel_overhead_s"] < ft["kernel_overhead_s"]
