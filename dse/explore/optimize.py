@@ -24,7 +24,7 @@ from dse.core.conventions import Conventions
 from dse.core.design import Design, is_valid
 from dse.core.hardware import Hardware
 from dse.core.hwcost import HwCostParams, hardware_cost
-from dse.core.metrics import COMPILER_OPTIONS, evaluate
+from dse.core.metrics import COMPILER_OPTIONS, evaluate, map_points
 from dse.explore.space import Knob, get_knob, set_knob, specialize_design
 
 #: knobs with at most this many legal values are searched jointly around the rounded design,
@@ -124,7 +124,7 @@ def exact_batch(values, design, hw, acc, hwp=None, *, conv, keys, objective, con
         m = full_metrics(d, h, conv, acc, hwp)
         return {"objective": objective_of(m, objective, d.workload.tp), "violation": constraints.violations(m),
                 "valid": is_valid(d), "metrics": m}
-    return jax.vmap(one)(values)
+    return map_points(one, values)
 
 
 @dataclass
