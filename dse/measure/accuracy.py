@@ -161,7 +161,37 @@ def fit(problem: Problem, keep: np.ndarray | None = None, terms=TERMS, x0=None, 
     mask = jnp.asarray(keep[problem.order].astype(float))
     theta, info = cal.fit_log(_residual(problem, layout), theta0 if x0 is None else x0,
                               (mask, jnp.asarray(theta0), jnp.asarray(0.0)), max_nfev=max_nfev)
-    return layout, theta, info
+    return layout, unmeasured_by_order(problem, layout, theta, keep), info
+
+
+#: groupings whose groups have a physical order of cost (cheapest first): launching a kernel by
+#: CUDA-graph replay costs at most what a C++ host enqueue of the same kernel costs, which costs at
+#: most a Python-dispatched one
+ORDERED = {"launch": ("graph", "host", "eager")}
+
+
+def unmeasured_by_order(problem: Problem, layout: cal.Layout, theta, keep: np.ndarray) -> np.ndarray:
+    """An ordered grouping's group without kept rows takes the values of its nearest measured group in
+    the order (the mean, in the fitted coordinate, of the two when both sides are as near), not the
+    pool: the pool mixes the dearer and the cheaper paths (for graph replay, Python dispatch), while
+    the nearest measured path is a bound (graph replay left out: the host path's values, an upper
+    bound). Groups with rows, and unordered groupings, keep their fitted values."""
+    theta = np.array(theta, float)
+    for i, (t, k) in enumerate(zip(layout.terms, layout.offsets())):
+        order = ORDERED.get(t.by)
+        if order is None:
+            continue
+        seen = set(problem.df.loc[keep & problem.df.expressible.values, t.by])
+        groups = layout.groups[i]
+        for j, g in enumerate(groups):
+            if g in seen or g not in order:
+                continue
+            pos = order.index(g)
+            near = sorted((abs(order.index(h) - pos), h) for h in seen if h in order and h in groups)
+            if near:
+                nearest = [h for d, h in near if d == near[0][0]]
+                theta[k + 1 + j] = np.mean([theta[k + 1 + groups.index(h)] for h in nearest])
+    return theta
 
 
 _RESIDUALS: dict = {}

@@ -144,3 +144,24 @@ def test_engines_of_one_launch_path_share_its_terms(rows):
             assert len({p[key] for p in profiles}) == 1, (path, key)
     ft, gf = load_engine(conf, "fastertransformer"), load_engine(conf, "gpt_fast")
     assert LAUNCH["gpt-fast"] == "graph" and gf["kernel_overhead_s"] < ft["kernel_overhead_s"]
+
+
+def test_an_unmeasured_launch_path_takes_its_nearest_measured_one():
+    # A fold without any CUDA-graph engine: the graph path's terms are the host path's (the nearest in
+    # the order graph <= host <= eager, an upper bound), not the pool that Python dispatch pulls up;
+    # measured paths keep their own values, and a fit with every path measured is left as it is.
+    from types import SimpleNamespace
+    import pandas as pd
+    from dse.measure import calibrate as cal
+    from dse.measure.accuracy import unmeasured_by_order
+    df = pd.DataFrame({"launch": ["host", "eager", "graph"], "expressible": [True] * 3})
+    problem = SimpleNamespace(df=df)
+    layout = cal.Layout.build([cal.Term("kernel_overhead_s", "launch", cal.POSITIVE)],
+                              {"launch": ["eager", "graph", "host"]})
+    theta = np.array([0.0, 2.0, -0.5, 0.3])  # pool, eager, graph, host
+    out = unmeasured_by_order(problem, layout, theta, np.array([True, True, False]))
+    assert out[2] == pytest.approx(0.3) and out[1] == 2.0 and out[3] == 0.3
+    assert (unmeasured_by_order(problem, layout, theta, np.ones(3, bool)) == theta).all()
+    # only the eager engine measured: host and graph both take it (the only measured path)
+    out = unmeasured_by_order(problem, layout, theta, np.array([False, True, False]))
+    assert out[2] == out[3] == 2.0
