@@ -4,10 +4,12 @@ through the cost model's own ``evaluate`` (no second formula).
 A *term* is a :class:`dse.core.hardware.Hardware` field (achieved bandwidth, GEMM efficiency and
 its half-saturation rows, attention efficiency, per-kernel and per-step overheads, collective
 latency, ...) shared by a *group* of rows: a device family (same vendor and generation: the
-hardware terms) or an engine (the software terms). Each term is a pooled value plus one deviation
-per group, the deviations pulled toward 0 by a ridge penalty, so a group with few rows stays near
-the pool and a group with none (a left-out source, a device without measurements) gets the pooled
-value — the transfer rule. Never a constant per row.
+hardware terms), an engine (its software terms) or an engine's launch path (the fixed costs of a
+kernel and of a collective). Each term is a pooled value plus one deviation per group, the
+deviations pulled toward 0 by a ridge penalty, so a group with few rows stays near the pool and a
+group with none (a left-out source, a device without measurements) gets the pooled value — the
+transfer rule (``dse.measure.accuracy`` gives an unmeasured launch path its nearest measured one
+instead). Never a constant per row.
 
 Loss: Σ (log predicted − log measured)² over the rows kept, + Σ (δ/σ_group)² + Σ ((g − g₀)/σ₀)²,
 minimized by trust-region least squares (``scipy.optimize.least_squares``) on the compiled cost
