@@ -22,7 +22,7 @@ from dse.core.hardware import Hardware
 from dse.core.ops import KV_DEPENDENT, Op, step_ops
 from dse.core.attention import kv_cache_elements
 from dse.core.mlp import expected_experts
-from dse.core.params import param_counts
+from dse.core.params import has_local, param_counts
 from dse.core.pipeline import deployment_metrics, pipelined, prefill_microbatches
 from dse.core.roofline import OpTime, op_times, smooth_max, uniform_peak_bits
 
@@ -165,11 +165,14 @@ def _generation(design: Design, hw: Hardware, conv: Conventions, first, smooth: 
     nbytes = n * sum(ops0[k].count * ops0[k].bytes for k in fixed_ops)
     time = n * sum(ops0[k].count * t0[k].time_s for k in fixed_ops)
     batch = w.batch / w.microbatches
-    ops_p = step_ops(a, q, batch, w.tp, 1.0, P, conv, ep=w.ep, attn_dp=w.attn_dp, local_as_global=True)
-    ops_p1 = step_ops(a, q, batch, w.tp, 1.0, P + 1.0, conv, ep=w.ep, attn_dp=w.attn_dp, local_as_global=True)
     kv_ops = [k for k in ops0 if k in KV_DEPENDENT]
     bits = uniform_peak_bits(q, conv)
-    tp_ = op_times({k: ops_p[k] for k in kv_ops}, hw, w.tp, conv, peak_bits=bits, smooth=smooth)
+    if has_local(a):  # local ops as if global at P: the slopes of the generation sum
+        ops_p = step_ops(a, q, batch, w.tp, 1.0, P, conv, ep=w.ep, attn_dp=w.attn_dp, local_as_global=True)
+        tp_ = op_times({k: ops_p[k] for k in kv_ops}, hw, w.tp, conv, peak_bits=bits, smooth=smooth)
+    else:  # the first decode step's table is that table already (one trace less)
+        ops_p, tp_ = ops0, t0
+    ops_p1 = step_ops(a, q, batch, w.tp, 1.0, P + 1.0, conv, ep=w.ep, attn_dp=w.attn_dp, local_as_global=True)
     tp1 = op_times({k: ops_p1[k] for k in kv_ops}, hw, w.tp, conv, peak_bits=bits, smooth=smooth)
     for k in kv_ops:
         o, o1, t, t1 = ops_p[k], ops_p1[k], tp_[k], tp1[k]

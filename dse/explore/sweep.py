@@ -354,6 +354,8 @@ def _with_constants(table, constants: dict, _cache={}):
     def column(v, n):
         if isinstance(v, str):
             return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([v]))
+        if isinstance(v, int) and not isinstance(v, bool):  # pa.repeat of an int: ~8 ms per 262,144 rows
+            return pa.array(np.full(n, v, np.int64))
         return pa.repeat(v, n)
     key = (table.num_rows, tuple(constants), tuple(map(repr, constants.values())))
     if key not in _cache:

@@ -2,8 +2,8 @@
 
 A dense model traces no experts, a grouped-KV model no latent attention, a model without local
 layers no windowed or chunked geometry (dse/core/design.py, ``specialize``). The check is against
-the general computation (every part traced and switched off by its numbers), to the last bit in
-float64, for models that use each part.
+the general computation (every part traced and switched off by its numbers), to rounding (1e-12
+relative in float64; the two compile to differently ordered arithmetic), for models that use each part.
 """
 import dataclasses
 
@@ -34,7 +34,7 @@ def test_specialized_model_equals_general(name, expected, h100):
         special = evaluate_jit(Design(narrow, Quant(8, 16, 8), work), h100)
         assert general.keys() == special.keys()
         for k in general:
-            np.testing.assert_array_equal(np.asarray(special[k]), np.asarray(general[k]), err_msg=k)
+            np.testing.assert_allclose(np.asarray(special[k]), np.asarray(general[k]), rtol=1e-12, atol=0, err_msg=k)
 
 
 def test_features_of_a_sweep_cover_every_value():
