@@ -51,6 +51,10 @@ def float_leaves(cls, fields):
     return cls
 
 
+#: the optional parts of the cost model (``Arch.features``)
+FEATURES = ("gqa", "mla", "moe", "window", "chunk")
+
+
 @dataclass(frozen=True)
 class Arch:
     """A Transformer's shape (numeric leaves) and structure (static flags).
@@ -100,7 +104,7 @@ class Arch:
     attn_sinks: bool = field(default=False)  # a learned sink logit per head (gpt-oss)
     qk_norm: bool = field(default=False)  # RMSNorm on each head's query and key (Qwen3, Gemma 3)
     sandwich_norm: bool = field(default=False)  # norms before and after attention and MLP (Gemma 2/3): 4 per layer
-    features: tuple = field(default=("gqa", "mla", "moe", "window", "chunk"))  # parts of the cost model traced (FEATURES)
+    features: tuple = field(default=FEATURES)  # the parts of the cost model traced (see ARCH_META)
 
 
 #: structure (static) fields of Arch: a change is a new compile
@@ -112,7 +116,6 @@ ARCH_STATIC = ("gated_mlp", "causal", "tied_embeddings", "bias", "norm", "parall
 #: for experts it has not got (one compile per structure). The default lists all, which is right for any
 #: values; :func:`specialize` narrows it from the concrete values a run can take, and validation checks it.
 ARCH_META = ("features",)
-FEATURES = ("gqa", "mla", "moe", "window", "chunk")
 Arch = _register(Arch, ARCH_STATIC + ARCH_META)
 
 
@@ -142,6 +145,8 @@ def specialize(arch: Arch, **values) -> Arch:
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return arch
     return dataclasses.replace(arch, features=features)
+
+
 #: numeric Arch fields that are real numbers (all others are integer counts)
 ARCH_REAL_FIELDS = frozenset({"moe_imbalance"})
 
