@@ -104,6 +104,13 @@ def full_metrics(design: Design, hw: Hardware, conv: Conventions, acc, hwp: HwCo
     return {**evaluate(design, hw, conv, acc, smooth=smooth), **hardware_cost(hw, hwp or HwCostParams())}
 
 
+#: rows per exact evaluation call of ``optimize`` (one compiled shape)
+SCORE_BLOCK = 1024
+
+
+_full_metrics_jit = jax.jit(full_metrics, static_argnames=("conv", "smooth"))  # one design: compiled, not op by op
+
+
 def _designs(values, design, hw, keys):
     d, h = design, hw
     for j, key in enumerate(keys):
@@ -147,7 +154,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     lows = jnp.asarray([k.low for k in knobs])
     highs = jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs])
     logs = jnp.asarray([k.log for k in knobs])
-    base = full_metrics(design, hw, conv, acc, hwp)
+    base = _full_metrics_jit(design, hw, conv, acc, hwp)
     scale = jnp.abs(objective_of(base, objective, design.workload.tp)) + 1e-30
     opt = getattr(optax, settings.optimizer)(settings.learning_rate)
 
@@ -183,11 +190,16 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     values = [np.asarray(k.values, float) for k in knobs]
 
     def score(rows):
-        n = len(rows)
-        padded = np.concatenate([rows, np.repeat(rows[-1:], (1 << max(0, (n - 1).bit_length())) - n, 0)])
-        out = jax.tree.map(lambda x: np.asarray(x)[:n],  # power-of-two batches: few compilations
-                           exact_batch(jnp.asarray(padded, float), design, hw, acc, hwp, **kw))
-        viol = out["violation"].sum(-1) if out["violation"].ndim > 1 else np.zeros(n)
+        # blocks of SCORE_BLOCK rows (the last one padded): one compilation serves every call — each
+        # distinct batch shape was a compilation of the whole model (seconds), the padding costs microseconds
+        outs = []
+        for s in range(0, len(rows), SCORE_BLOCK):
+            part = rows[s:s + SCORE_BLOCK]
+            padded = np.concatenate([part, np.repeat(part[-1:], SCORE_BLOCK - len(part), 0)])
+            outs.append(jax.tree.map(lambda x, n=len(part): np.asarray(x)[:n],
+                                     exact_batch(jnp.asarray(padded, float), design, hw, acc, hwp, **kw)))
+        out = jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+        viol = out["violation"].sum(-1) if out["violation"].ndim > 1 else np.zeros(len(rows))
         return out["objective"], np.where(out["valid"], viol, np.inf), out
 
     def best_of(objv, viol):
@@ -254,7 +266,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     best_start = int(np.argmin(np.where(np.asarray(viols[-1]) <= 1e-3, np.asarray(objs[-1]), np.inf))) \
         if (np.asarray(viols[-1]) <= 1e-3).any() else int(np.argmin(np.asarray(viols[-1])))
     d, h = _designs(jnp.asarray(cont[best_start]), design, hw, keys)
-    cont_metrics = {k: float(v) for k, v in full_metrics(d, h, conv, acc, hwp, smooth=True).items()}
+    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True).items()}
     return Result(cont[best_start], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
                   bool(feasible), evals, {"objective": np.asarray(objs), "max_violation": np.asarray(viols)})
 
@@ -319,7 +331,7 @@ def _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hw
     v_last, o_last = trace["max_violation"][-1], trace["objective"][-1]
     i = int(np.argmin(np.where(v_last <= 0, o_last, np.inf))) if (v_last <= 0).any() else int(np.argmin(v_last))
     d, h = _designs(jnp.asarray(cont[i]), design, hw, keys)
-    cont_metrics = {k: float(v) for k, v in full_metrics(d, h, conv, acc, hwp, smooth=True).items()}
+    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True).items()}
     return Result(cont[i], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
                   bool(scorer.best[0] <= 0), scorer.used, trace)
 
