@@ -12,6 +12,9 @@ parallel); memory is per device.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -32,14 +35,27 @@ SMOOTH_NODES = 8
 #: of one evaluation then pass cache-resident intermediates; one vmap over 2^18 points streams
 #: every intermediate through DRAM and ran ~7x slower on a 2-core CPU (measured with dse.bench)
 CPU_BATCH = 4096
+
+
+def _cpu_only() -> bool:
+    """Whether JAX can only run on the CPU here (``JAX_PLATFORMS=cpu``, or no accelerator plugin
+    installed), found without starting a backend (this runs at import)."""
+    platforms = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or ""
+    if platforms:
+        return platforms.strip().lower() == "cpu"
+    return not any(importlib.util.find_spec(m) for m in ("jax_plugins", "jax_cuda12_plugin", "libtpu"))
+
+
 #: XLA options for compiling the cost model over many points (``jax.jit(..., compiler_options=...)``):
 #: LLVM may reassociate and contract (FMA) float arithmetic — NaN, inf, division and math functions
-#: stay IEEE — and use 512-bit vectors where the CPU has them (ignored elsewhere and on accelerators).
-#: Results move only in the last bits of float32. Measured with ``python -m dse.bench --only moe`` on
-#: the project's 2-core Xeon (AVX-512): 3.0 -> 7.5 M points/s (README, Performance).
+#: stay IEEE — and use 512-bit vectors where the CPU has them (ignored where it has not). CPU-only
+#: installs only: the options are XLA CPU's, not an accelerator's. Results move only in the last bits.
+#: Measured with ``python -m dse.bench --only moe`` on the project's 2-core Xeon (AVX-512): 3.0 -> 7.5 M
+#: points/s (README, Benchmarks).
 COMPILER_OPTIONS = {"xla_cpu_enable_fast_math": True, "xla_cpu_fast_math_honor_nans": True,
                     "xla_cpu_fast_math_honor_infs": True, "xla_cpu_fast_math_honor_division": True,
-                    "xla_cpu_fast_math_honor_functions": True, "xla_cpu_prefer_vector_width": 512}
+                    "xla_cpu_fast_math_honor_functions": True,
+                    "xla_cpu_prefer_vector_width": 512} if _cpu_only() else {}
 
 
 def map_points(fn, xs, batch_size: int | None = None):
