@@ -23,7 +23,7 @@ from dse.core.conventions import DEFAULT, Conventions
 from dse.core.design import Arch, Design, uses
 from dse.core.hardware import Hardware
 from dse.core.ops import KV_DEPENDENT, Op, step_ops
-from dse.core.attention import kv_cache_elements
+from dse.core.attention import kv_cache_elements, local_pick
 from dse.core.mlp import expected_experts
 from dse.core.params import has_local, param_counts
 from dse.core.pipeline import deployment_metrics, pipelined, prefill_microbatches
@@ -157,13 +157,10 @@ def _segments(arch, P, n, kind: str):
         return [(e0, first, 1.0 + zero), (zero, C, full), (zero, n - first - full * C, 1.0 + zero)]
 
     glob = [(P, n, 1.0 + zero), (zero, zero, zero), (zero, zero, zero)]
-    if not uses(arch, "chunk"):  # window only: where it is 0 the layer is global
-        return [tuple(jnp.where(arch.window > 0, x_w, x_g) for x_w, x_g in zip(sw, sg)) for sw, sg in zip(win(), glob)]
-    if not uses(arch, "window"):
-        return [tuple(jnp.where(arch.attn_chunk > 0, x_c, x_g) for x_c, x_g in zip(sc, sg)) for sc, sg in zip(chunk(), glob)]
-    pick = lambda x_w, x_c, x_g: jnp.where(arch.window > 0, x_w, jnp.where(arch.attn_chunk > 0, x_c, x_g))  # noqa: E731
-    return [tuple(pick(*vals) for vals in zip(sw, sc, sg)) for sw, sc, sg in zip(win(), chunk(), glob)]
-
+    ws = win() if uses(arch, "window") else glob  # a left-out kind is never picked (local_pick)
+    cs = chunk() if uses(arch, "chunk") else glob
+    return [tuple(local_pick(arch, lambda x=x_w: x, lambda x=x_c: x, x_g) for x_w, x_c, x_g in zip(sw, sc, sg))
+            for sw, sc, sg in zip(ws, cs, glob)]
 
 def _generation(design: Design, hw: Hardware, conv: Conventions, first, smooth: bool) -> dict:
     """Exact (or smooth) totals of gen_len decode steps.
