@@ -46,3 +46,21 @@ def test_merge_fronts_equals_front_of_union(seed):
         front = merge_fronts(front, pareto_front(part, objectives, fits_only=False), objectives)
     whole = pareto_front(df, objectives, fits_only=False)
     assert sorted(front.i) == sorted(whole.i)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_staircase_only_drops_dominated_rows_and_most_of_them(k, seed):
+    """The staircase prefilter is one-sided: every row it drops is strictly dominated by a
+    witness (checked by brute force), duplicates of a witness are kept, and with the witnesses
+    being a front it finds most dominated rows (a cut of 64 values per axis)."""
+    from dse.explore.pareto import dominated_by_staircase
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 40, size=(4000, k)).astype(float) if seed % 2 else rng.normal(size=(4000, k))
+    x[:5] = np.nan  # a missing objective is never dropped here (the exact filter drops it)
+    witnesses = x[5:1005][pareto_mask(x[5:1005])]
+    dropped = dominated_by_staircase(x, witnesses, cells=64)
+    truly = np.array([((witnesses <= p).all(1) & (witnesses < p).any(1)).any() for p in x])
+    assert not (dropped & ~truly).any()
+    assert dropped[truly].mean() > 0.9
+    assert not dominated_by_staircase(witnesses, witnesses).any()
