@@ -176,8 +176,10 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
 
     Where the time goes (the 884,736-point sweep of issue 16, ~30 s before): the exact front of
     each chunk was O(n·|front|) (26 s); now rows dominated by a sample of the running front (or,
-    for the first chunk, by the front of a sample of the chunk) are dropped on the device, and the
-    exact front of the rest is a sweep line in O(n log² n) (dse.explore.pareto). Rows are written
+    for the first chunk, by the front of a sample of the chunk) are dropped on the device; on the
+    host, rows the running front or the front of a sample of the chunk dominates are dropped by a
+    staircase table (``pareto.dominated_by_staircase``), and the exact front of the rest is a sweep
+    line in O(n log² n) over the objective columns only (dse.explore.pareto). Rows are written
     once as Parquet, straight from numpy columns (no pandas round trip, no re-read).
     """
     import pyarrow.parquet as pq
