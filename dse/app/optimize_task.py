@@ -44,7 +44,7 @@ def run_optimize(s: Setup, out: Path) -> dict:
     for k, v in zip(knobs, r.legal):
         d, h = set_knob(d, h, k.key, float(v))
     metric, sign = OBJECTIVES[o["objective"]]
-    obj = lambda m: float(objective_of(m, o["objective"], float(d.workload.tp)))  # noqa: E731
+    obj = lambda m: float(objective_of(m, o["objective"], d.workload))  # noqa: E731
     legal_cons = {name: {"value": float(v), "limit": float(lim), "slack": float(lim - v), "satisfied": bool(v <= lim)}
                   for name, (v, lim) in cons.values(r.legal_metrics).items()}
     result = {

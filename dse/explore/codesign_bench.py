@@ -99,7 +99,7 @@ def setup(name: str):
     knobs = [parse_knob(k, v) for k, v in p.knobs.items()]
     base = full_metrics(design, hw, dse.DEFAULT, acc)
     cons = Constraints(loss_max=float(base["loss_proxy"]) + p.loss_delta, fits_memory=True, **p.constraints)
-    return design, hw, acc, knobs, cons, float(objective_of(base, p.objective, design.workload.tp))
+    return design, hw, acc, knobs, cons, float(objective_of(base, p.objective, design.workload))
 
 
 def legal_points(knobs) -> float:

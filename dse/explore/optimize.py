@@ -87,14 +87,23 @@ class Settings:
     search_learning_rate: float = 0.4  # Adam's step in the budgeted search (tuned on arch_quant at 1e3: 0.05 → 0.4)
 
 
-def objective_of(m: dict, name: str, tp):
+def replica_devices(w):
+    """Devices of one model replica: tensor-parallel × attention-data-parallel × pipeline stages
+    (``tokens_per_s`` is one replica's: ``batch`` counts its sequences; dse.core.design.Workload)."""
+    return w.tp * w.attn_dp * w.pp
+
+
+def objective_of(m: dict, name: str, w):
+    """The value ``name`` minimizes for metrics ``m`` of a design with workload ``w``: a metric
+    (negated for rates), or a cost per token over every device of the replica — ``cost_per_token``
+    in device-seconds, ``tco_usd_per_mtok`` in USD per million tokens."""
     if name not in OBJECTIVES:
         raise ValueError(f"optimize.objective={name!r}: unknown; available: {sorted(OBJECTIVES)}")
     metric, sign = OBJECTIVES[name]
     if metric == "cost_per_token":
-        return tp / m["tokens_per_s"]
+        return replica_devices(w) / m["tokens_per_s"]
     if metric == "tco_usd_per_mtok":
-        return 1e6 * tp * m["hw.usd_per_s"] / m["tokens_per_s"]
+        return 1e6 * replica_devices(w) * m["hw.usd_per_s"] / m["tokens_per_s"]
     return sign * m[metric]
 
 
@@ -129,7 +138,7 @@ def exact_batch(values, design, hw, acc, hwp=None, *, conv, keys, objective, con
     def one(v):
         d, h = _designs(v, design, hw, keys)
         m = full_metrics(d, h, conv, acc, hwp)
-        return {"objective": objective_of(m, objective, d.workload.tp), "violation": constraints.violations(m),
+        return {"objective": objective_of(m, objective, d.workload), "violation": constraints.violations(m),
                 "valid": is_valid(d), "metrics": m}
     return map_points(one, values)
 
@@ -155,13 +164,13 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     highs = jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs])
     logs = jnp.asarray([k.log for k in knobs])
     base = _full_metrics_jit(design, hw, conv, acc, hwp)
-    scale = jnp.abs(objective_of(base, objective, design.workload.tp)) + 1e-30
+    scale = jnp.abs(objective_of(base, objective, design.workload)) + 1e-30
     opt = getattr(optax, settings.optimizer)(settings.learning_rate)
 
     def loss(u, weight):
         d, h = _designs(_relax(u, lows, highs, logs), design, hw, keys)
         m = full_metrics(d, h, conv, acc, hwp, smooth=True)
-        obj = objective_of(m, objective, d.workload.tp) / scale
+        obj = objective_of(m, objective, d.workload) / scale
         viol = constraints.violations(m)
         return obj + weight * jnp.sum(viol ** 2), (obj, jnp.max(viol, initial=0.0))
 
@@ -303,7 +312,7 @@ def _descent(u0, steps, penalty, learning_rate, scale, box, design, hw, acc, hwp
     def loss(u, weight):
         d, h = _designs(_relax(u, lows, highs, logs), design, hw, keys)
         m = full_metrics(d, h, conv, acc, hwp, smooth=True)
-        rel = objective_of(m, objective, d.workload.tp) / jnp.abs(scale)  # log of a cost, −log of a rate
+        rel = objective_of(m, objective, d.workload) / jnp.abs(scale)  # log of a cost, −log of a rate
         obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
         return obj + weight * jnp.sum(constraints.violations(m) ** 2)
 
@@ -346,7 +355,7 @@ def sensitivity(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convent
     cost objective (``tco_usd_per_mtok``) the resource's price and power are included, so at an
     interior optimum of a hardware design every value is near 0 (no resource pays for more of it).
     """
-    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp), objective, design.workload.tp))  # noqa: E731
+    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp), objective, design.workload))  # noqa: E731
     base = obj(hw)
     groups = {"mem_bw": ("mem_bw",), "peak_flops": ("peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4"),
               "link_bw": ("link_bw",), "mem_capacity": ("mem_capacity",)}
@@ -374,7 +383,7 @@ def balance(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions
     fixed; price and power follow through the cost model): > 1 on both sides at an optimum.
     """
     from dse.core.hwcost import tensor_flops16
-    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp), objective, design.workload.tp))  # noqa: E731
+    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp), objective, design.workload))  # noqa: E731
     base = obj(hw)
     peaks = ("peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4")
     curve = {}

@@ -20,7 +20,7 @@ def test_tco_objective_by_hand():
     # USD per device-second = price / (4 years) + TDP × $0.10/kWh; two devices serve tokens_per_s
     usd_s = float(c["hw.price_usd"]) / (4 * 365.25 * 86400) + float(c["hw.power_w"]) * 0.10 / 3.6e6
     want = 1e6 * 2 * usd_s / float(m["tokens_per_s"])
-    assert float(objective_of(m, "tco_usd_per_mtok", 2.0)) == pytest.approx(want, rel=1e-9)
+    assert float(objective_of(m, "tco_usd_per_mtok", d.workload)) == pytest.approx(want, rel=1e-9)
 
 
 def test_rounding_and_moves():

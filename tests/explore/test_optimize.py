@@ -82,3 +82,15 @@ def test_hardware_knobs_co_design():
              parse_knob("quant.w_bits", [4, 8, 16])]
     r = optimize(d, hw, acc, dse.DEFAULT, knobs, "tpot_s", Constraints(loss_max=None), Settings(steps=40, starts=2))
     assert r.feasible and r.legal[0] == pytest.approx(8e12) and r.legal[1] == 4
+
+
+def test_cost_per_token_counts_every_device_of_the_replica():
+    """cost_per_token is device-seconds per token: a replica of tp · attn_dp · pp devices makes
+    tokens_per_s tokens a second (README, Objectives). Was tp / tokens_per_s: pipeline stages and
+    attention data-parallel ranks were free, so an optimizer given `workload.pp` could stack them."""
+    from dse.explore.optimize import objective_of
+    m = {"tokens_per_s": 500.0, "hw.usd_per_s": 2e-3}
+    w = dse.Workload(batch=8, prompt_len=128, gen_len=16, tp=2, attn_dp=2, pp=4)
+    assert objective_of(m, "cost_per_token", w) == pytest.approx(2 * 2 * 4 / 500.0)
+    assert objective_of(m, "tco_usd_per_mtok", w) == pytest.approx(1e6 * 16 * 2e-3 / 500.0)
+    assert objective_of(m, "neg_tokens_per_s", w) == -500.0
