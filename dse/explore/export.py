@@ -58,7 +58,7 @@ def write_csv(path, df: pd.DataFrame) -> None:
         try:
             pa_csv.write_csv(pa.Table.from_pandas(df, preserve_index=False), tmp,
                              write_options=pa_csv.WriteOptions(quoting_style="needed"))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        except pa.ArrowException:  # a type Arrow cannot hold or write
             df.to_csv(tmp, index=False)
 
 
