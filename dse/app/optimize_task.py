@@ -16,7 +16,8 @@ from dse.app.common import Setup, evaluate_jit, hydra_overrides, meta
 from dse.app.sweep_task import flatten_space
 from dse.core.design import DesignError
 from dse.explore.export import pyplot, save_figure, write_csv, write_json
-from dse.explore.optimize import OBJECTIVES, Constraints, Settings, balance, objective_of, optimize, sensitivity
+from dse.explore.optimize import (OBJECTIVES, Constraints, Settings, balance, check_knobs, objective_of, optimize,
+                                  sensitivity)
 from dse.explore.space import parse_space, set_knob, validate_knobs
 from dse.explore.tables import flat_metrics
 
@@ -29,6 +30,7 @@ def run_optimize(s: Setup, out: Path) -> dict:
     if not knobs:
         raise DesignError("optimize.knobs: empty; give at least one knob with its legal values")
     validate_knobs(knobs, s.design, s.hw)
+    check_knobs(knobs)
     from dse.app.validity import check_finite_metrics, check_physical
     check_physical(s, {k.key: float(k.values.max()) for k in knobs})
     from dse.core.hwcost import hardware_cost

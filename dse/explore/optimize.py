@@ -21,7 +21,7 @@ import optax
 
 from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
-from dse.core.design import Design, is_valid
+from dse.core.design import Design, DesignError, is_valid
 from dse.core.hardware import Hardware
 from dse.core.hwcost import HwCostParams, hardware_cost
 from dse.core.metrics import COMPILER_OPTIONS, evaluate, map_points
@@ -154,10 +154,23 @@ class Result:
     trace: dict = field(default_factory=dict)  # step → arrays over starts
 
 
+def check_knobs(knobs: list[Knob]) -> None:
+    """Every knob must move some objective or constraint: a serving knob (``SERVE_KNOBS``: concurrency,
+    chunked prefill, speculative decoding, disaggregation, ...) changes only the steady-state ``serve.*``
+    metrics, which no objective of ``optimize`` reads — its "optimum" would be arbitrary."""
+    from dse.core.serving import SERVE_KNOBS
+    serving = [k.key for k in knobs if k.key in SERVE_KNOBS]
+    if serving:
+        raise DesignError(f"optimize.knobs: {serving} are serving knobs: they change only the steady-state serve.* "
+                          "metrics, which no optimize objective or constraint reads; search them with task=serve "
+                          "or sweep them with task=sweep (the serve.* columns)")
+
+
 def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions, knobs: list[Knob],
              objective: str, constraints: Constraints, settings: Settings = Settings(),
              hwp: HwCostParams | None = None) -> Result:
     hwp = hwp or HwCostParams()
+    check_knobs(knobs)
     design = specialize_design(design, knobs)
     keys = tuple(k.key for k in knobs)
     lows = jnp.asarray([k.low for k in knobs])

@@ -94,3 +94,14 @@ def test_cost_per_token_counts_every_device_of_the_replica():
     assert objective_of(m, "cost_per_token", w) == pytest.approx(2 * 2 * 4 / 500.0)
     assert objective_of(m, "tco_usd_per_mtok", w) == pytest.approx(1e6 * 16 * 2e-3 / 500.0)
     assert objective_of(m, "neg_tokens_per_s", w) == -500.0
+
+
+def test_serving_knobs_are_refused_not_silently_optimized():
+    """A serving knob (speculative drafts, concurrency, ...) moves only the serve.* metrics, which no
+    objective of optimize reads: without this check its 'optimum' was whatever value the search
+    happened to hold (the objective did not depend on it)."""
+    from dse.core.design import DesignError
+    d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=8, prompt_len=512, gen_len=64))
+    knobs = [parse_knob("workload.spec_k", [0, 2, 4]), parse_knob("workload.batch", [1, 8, 64])]
+    with pytest.raises(DesignError, match=r"workload.spec_k.*serving knobs"):
+        optimize(d, dse.load_hardware("h100_sxm"), dse.load_accuracy(), dse.DEFAULT, knobs, "tpot_s", Constraints())
