@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from dse.core.accuracy import AccuracyParams, accuracy_terms
 from dse.core.conventions import DEFAULT, Conventions
-from dse.core.design import Arch, Design, uses
+from dse.core.design import Design, uses
 from dse.core.hardware import Hardware
 from dse.core.ops import KV_DEPENDENT, Op, step_ops
 from dse.core.attention import kv_cache_elements, local_pick
@@ -161,6 +161,7 @@ def _segments(arch, P, n, kind: str):
     cs = chunk() if uses(arch, "chunk") else glob
     return [tuple(local_pick(arch, lambda x=x_w: x, lambda x=x_c: x, x_g) for x_w, x_c, x_g in zip(sw, sc, sg))
             for sw, sc, sg in zip(ws, cs, glob)]
+
 
 def _generation(design: Design, hw: Hardware, conv: Conventions, first, smooth: bool) -> dict:
     """Exact (or smooth) totals of gen_len decode steps.

@@ -23,7 +23,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import jax.numpy as jnp
 import numpy as np
 
 BUDGETS = {"1e3": 1000, "1e4": 10000, "1e5": 100000}

@@ -146,7 +146,6 @@ def grad_share(budget: int) -> float:
     return float(np.clip(0.2 + 0.3 * (np.log10(max(budget, 1)) - 4.0), 0.2, 0.5))
 
 
-
 #: most steps of one descent; a larger gradient budget runs more rounds of STARTS new starts
 MAX_STEPS = 300
 

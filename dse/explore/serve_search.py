@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dse.core.conventions import Conventions
-from dse.core.design import Arch, Design, Quant, Workload, is_valid, specialize
+from dse.core.design import Arch, Design, is_valid, specialize
 from dse.core.hardware import Hardware
 from dse.core.metrics import COMPILER_OPTIONS
 from dse.core.serving import serve

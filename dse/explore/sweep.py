@@ -182,7 +182,6 @@ def run_sweep(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventio
     line in O(n log² n) over the objective columns only (dse.explore.pareto). Rows are written
     once as Parquet, straight from numpy columns (no pandas round trip, no re-read).
     """
-    import pyarrow.parquet as pq
     from concurrent.futures import ThreadPoolExecutor
     from contextlib import ExitStack
 

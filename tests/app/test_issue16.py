@@ -3,7 +3,6 @@
 Runs go through ``dse.app.main.run`` in-process (Hydra's ``compose()``, no subprocess), exactly as
 ``python -m dse`` dispatches them; numbers are checked against hand counts from the op table.
 """
-import json
 
 import numpy as np
 import pandas as pd
