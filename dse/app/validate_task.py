@@ -18,8 +18,12 @@ import pandas as pd
 from dse.app.build import resource_dir
 from dse.app.common import Setup
 from dse.explore.export import markdown_table, pyplot, save_figure, write_csv, write_text
+from dse.measure.reference import RefConfig
 from dse.measure.roofline import numpy_check
 from dse.measure.validate import run_validation
+
+#: task.params.dtype → the reference decoder's and the microbenchmarks' precision
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def hardware_yaml(hw: dict, note: str) -> str:
@@ -27,7 +31,8 @@ def hardware_yaml(hw: dict, note: str) -> str:
     lines = [f"# Measured by `python -m dse task=validate` ({note}).", "name: measured", f"year: {datetime.date.today().year}", f"mem_bw: {hw['mem_bw']:.6g}  # bytes/s",
              f"mem_capacity: {hw['mem_capacity']:.6g}  # bytes", "peak_flops:"]
     lines += [f"  {k}: {float(v):.6g}" for k, v in peaks.items()]
-    for k in ("flops_efficiency", "mem_efficiency", "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency"):
+    for k in ("flops_efficiency", "mem_efficiency", "kernel_overhead_s", "step_overhead_s", "gemm_half_tokens",
+              "attn_efficiency"):
         if k in hw:
             lines.append(f"{k}: {float(hw[k]):.6g}")
     return "\n".join(lines) + "\n"
@@ -36,10 +41,15 @@ def hardware_yaml(hw: dict, note: str) -> str:
 def run_validate(s: Setup, out: Path) -> pd.DataFrame:
     params = s.cfg.task.get("params") or {}
     quick = bool(params.get("quick", False))
+    dtype = str(params.get("dtype", "float32"))
+    if dtype not in DTYPES:
+        raise SystemExit(f"dse: error: task.params.dtype: {dtype!r} is not one of {list(DTYPES)}")
+    cfg = RefConfig(dtype=dtype)
     dev = jax.devices()[0]
-    note = f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, {dev.platform}:{dev.device_kind}"
-    print(f"measuring {dev.platform} ({dev.device_kind}) with microbenchmarks, then the reference decoder ...")
-    df, hw, raw = run_validation(quick=quick)
+    note = (f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, {dev.platform}:{dev.device_kind}"
+            f", {dtype}")
+    print(f"measuring {dev.platform} ({dev.device_kind}) in {dtype} with microbenchmarks, then the reference decoder ...")
+    df, hw, raw = run_validation(quick=quick, cfg=cfg)
     write_csv(out / "microbench.csv", pd.DataFrame(raw))
     text = hardware_yaml(hw, note)
     write_text(out / "measured_hardware.yaml", text)
@@ -62,46 +72,47 @@ def run_validate(s: Setup, out: Path) -> pd.DataFrame:
                            ["case", "phase", "batch", "length", "n_kv_heads", "measured_ms", "predicted_ms", "error_pct", "before_pct"])
     write_text(out / "validation.md", f"{summary}\n\n{table}\n")
     _plot(out / "validation.png", df, summary)
-    _plot_roofline(out / "roofline.png", raw, hw, note)
+    _plot_roofline(out / "roofline.png", raw, hw, note, cfg)
     print(table)
     print(f"\n{summary}")
-    print(f"second method (numpy/BLAS): matmul {np_check['numpy_flops_per_s'] / 1e9:.1f} GFLOP/s vs JAX peak "
-          f"{hw['peak_flops']['fp32'] / 1e9:.1f}; matrix-vector {np_check['numpy_matvec_bytes_per_s'] / 1e9:.1f} GB/s "
+    print(f"second method (numpy/BLAS, float32 on the host CPU): matmul {np_check['numpy_flops_per_s'] / 1e9:.1f} "
+          f"GFLOP/s vs JAX peak {hw['peak_flops'][cfg.peak_key] / 1e9:.1f}; matrix-vector {np_check['numpy_matvec_bytes_per_s'] / 1e9:.1f} GB/s "
           f"vs JAX {hw['mem_bw'] / 1e9:.1f}")
     print(f"\nwrote {out}/validation.csv, validation.md, validation.png, roofline.png, microbench.csv; measured hardware: {where}")
     return df
 
 
-def _roofline_points(raw: list[dict]) -> list[tuple[str, float, float]]:
-    """(label, FLOP/byte, FLOP/s) of the microbenchmarks that have both (float32: 4 bytes)."""
+def _roofline_points(raw: list[dict], size: float) -> list[tuple[str, float, float]]:
+    """(label, FLOP/byte, FLOP/s) of the microbenchmarks that have both (``size`` bytes per element)."""
     pts = []
     for r in raw:
         if r["kernel"] == "matmul":
             m, k, n = (int(x) for x in r["shape"].split("x"))
-            pts.append(("square matmul", 2.0 * m * k * n / (4.0 * (m * k + k * n + m * n)), r["flops_per_s"]))
+            pts.append(("square matmul", 2.0 * m * k * n / (size * (m * k + k * n + m * n)), r["flops_per_s"]))
         elif r["kernel"] == "matmul_chain":
             pts.append(("matmul chain, 1-256 rows", r["flops"] / r["bytes"], r["flops_per_s"]))
         elif r["kernel"] == "matvec":
-            pts.append(("matrix-vector", 0.5, 0.5 * r["bytes_per_s"]))
+            pts.append(("matrix-vector", 2.0 / size, 2.0 / size * r["bytes_per_s"]))
         elif r["kernel"] == "stream_scale":
-            pts.append(("stream (x·a + b)", 0.25, 0.25 * r["bytes_per_s"]))
+            pts.append(("stream (x·a + b)", 1.0 / size, 1.0 / size * r["bytes_per_s"]))
     return pts
 
 
-def _plot_roofline(path, raw: list[dict], hw: dict, note: str) -> None:
+def _plot_roofline(path, raw: list[dict], hw: dict, note: str, cfg: RefConfig) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=110)
-    peak, bw = hw["peak_flops"]["fp32"], hw["mem_bw"]
+    peak, bw, size = hw["peak_flops"][cfg.peak_key], hw["mem_bw"], cfg.bits / 8
     x = np.geomspace(0.1, 1e3, 200)
     ax.plot(x, np.minimum(peak, x * bw), "k-", lw=1, label=f"roofline: {peak / 1e9:.0f} GFLOP/s, {bw / 1e9:.1f} GB/s")
     eff = hw.get("flops_efficiency", 1.0)
     ax.plot(x, np.minimum(peak * eff, x * bw), "k:", lw=1, label=f"× flops_efficiency {eff:.2f}")
     half = hw.get("gemm_half_tokens", 0.0)
-    m = np.geomspace(2, 256, 50)  # the model's matmul on m rows: intensity m/2 FLOP/byte (float32 weights)
-    ax.plot(m / 2, np.minimum(peak * eff * m / (m + half), bw * m / 2), "r--", lw=1,
+    m = np.geomspace(2, 256, 50)  # the model's matmul on m rows: intensity 2m/size FLOP/byte (the weights)
+    ax.plot(2 * m / size, np.minimum(peak * eff * m / (m + half), bw * 2 * m / size), "r--", lw=1,
             label=f"model, matmul on m rows (gemm_half_tokens {half:.0f})")
-    for label in dict.fromkeys(p[0] for p in _roofline_points(raw)):
-        pts = [(i, f) for lab, i, f in _roofline_points(raw) if lab == label]
+    points = _roofline_points(raw, size)
+    for label in dict.fromkeys(p[0] for p in points):
+        pts = [(i, f) for lab, i, f in points if lab == label]
         ax.scatter(*zip(*pts), s=22, label=label)
     _finish_loglog(fig, ax, path, "arithmetic intensity (FLOP/byte)", "achieved FLOP/s", f"measured roofline ({note})")
 

@@ -3,8 +3,9 @@
 Random weights; RMSNorm; gated (SwiGLU) or plain (GELU) MLP; MHA, GQA or MQA; a KV cache.
 ``prefill`` processes the prompt with the full causal score matrix (masked, as plain JAX
 computes it); ``decode`` processes one token per sequence against a cache of ``k`` entries plus
-the new token. Both return the logits of the last token only. Weights are float32 (a CPU has no
-fast 16-bit units), laid out per layer (a Python loop: one set of kernels per layer, as in the
+the new token. Both return the logits of the last token only. Weights, activations and cache are
+``dtype``: float32 by default (a CPU has no fast 16-bit units), bfloat16 to validate the 16-bit
+kernels of a GPU or TPU. Laid out per layer (a Python loop: one set of kernels per layer, as in the
 cost model's per-layer operators).
 """
 from __future__ import annotations
@@ -27,20 +28,30 @@ class RefConfig:
     d_ff: int = 2816
     vocab: int = 8192
     gated: bool = True
+    dtype: str = "float32"  # float32, bfloat16 or float16: weights, activations and KV cache
 
     @property
     def d_head(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def bits(self) -> float:
+        return 8.0 * jnp.dtype(self.dtype).itemsize
+
+    @property
+    def peak_key(self) -> str:
+        """The hardware.peak_flops entry this precision runs at."""
+        return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
 
 
 def init_params(cfg: RefConfig, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
 
     def w(*shape):
-        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[0])), jnp.float32)
+        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[0])), cfg.dtype)
 
     def ones(n):
-        return jnp.ones(n, jnp.float32)
+        return jnp.ones(n, cfg.dtype)
 
     h, d = cfg.d_model, cfg.d_head
     layers = []
@@ -122,8 +133,8 @@ def time_case(cfg: RefConfig, params, phase: str, batch: int, length: int, repea
         fn = jax.jit(lambda p, t: prefill(cfg, p, t)[0])
         return timeit(fn, params, tokens, repeats=repeats)
     shape = (batch, cfg.n_kv_heads, length, cfg.d_head)
-    cache = [(jnp.asarray(rng.standard_normal(shape, dtype=np.float32)),
-              jnp.asarray(rng.standard_normal(shape, dtype=np.float32))) for _ in range(cfg.n_layers)]
+    cache = [(jnp.asarray(rng.standard_normal(shape, dtype=np.float32), cfg.dtype),
+              jnp.asarray(rng.standard_normal(shape, dtype=np.float32), cfg.dtype)) for _ in range(cfg.n_layers)]
     token = jnp.asarray(rng.integers(0, cfg.vocab, (batch,)))
     fn = jax.jit(lambda p, c, t: decode(cfg, p, c, t))
     return timeit(fn, params, cache, token, repeats=repeats)

@@ -6,7 +6,9 @@
 - matrix-vector at decode shapes: bytes of the matrix / time (weights streamed once per token);
 - a chain of matmuls over many distinct weight matrices at a model's shapes, for 1 … 256 rows
   (tokens): out-of-cache weight streaming and the small-batch GEMM efficiency, as inside a model;
-- per-kernel overhead: the time of a jitted call on a tiny input (dispatch and launch);
+- per-call (step) overhead: the time of a jitted call on a tiny input (host dispatch and sync);
+- per-kernel overhead: the marginal time of one more kernel inside a jitted program (a chain of
+  dependent tiny matmuls, which no compiler fuses): what a model's layers pay per operator;
 - a second method: numpy's BLAS on the same machine (matrix-vector bandwidth, matmul FLOP/s).
 
 :mod:`dse.measure.validate` combines them at the shapes of the reference model.
@@ -22,12 +24,17 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def timeit(fn, *args, repeats: int = 7, warmup: int = 2, best: bool = False) -> float:
-    """Median (``best``: minimum) wall time of ``fn(*args)`` (already jitted), compilation excluded."""
+def timeit(fn, *args, repeats: int = 7, warmup: int = 2, best: bool = False, min_time: float = 0.1,
+           max_repeats: int = 300) -> float:
+    """Median (``best``: minimum) wall time of ``fn(*args)`` (already jitted), compilation excluded.
+
+    At least ``repeats`` calls, more while they add up to less than ``min_time`` seconds (up to
+    ``max_repeats``): a call of a millisecond on a GPU gets enough samples for a stable median.
+    """
     for _ in range(warmup):
         jax.block_until_ready(fn(*args))
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < min_time and len(times) < max_repeats):
         t = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t)
@@ -53,8 +60,9 @@ def matmul_flops(dtype=jnp.float32, shapes=((1024, 1024, 1024), (2048, 2048, 204
 _scale = jax.jit(lambda x: x * 1.0001 + 0.5, donate_argnums=0)  # in place: no fresh pages to fault in
 
 
-def stream_bandwidth(n_bytes: int = 512 << 20, repeats: int = 7) -> dict:
-    x = jnp.ones(n_bytes // 4, jnp.float32)
+def stream_bandwidth(n_bytes: int = 512 << 20, repeats: int = 7, dtype=jnp.float32) -> dict:
+    size = jnp.dtype(dtype).itemsize
+    x = jnp.ones(n_bytes // size, dtype)
     times = []
     for i in range(repeats + 2):
         t = time.perf_counter()
@@ -62,30 +70,31 @@ def stream_bandwidth(n_bytes: int = 512 << 20, repeats: int = 7) -> dict:
         if i >= 2:
             times.append(time.perf_counter() - t)
     t = float(np.median(times))
-    return {"kernel": "stream_scale", "dtype": "float32", "shape": str(x.size), "seconds": t,
-            "bytes_per_s": 2.0 * x.size * 4 / t}
+    return {"kernel": "stream_scale", "dtype": x.dtype.name, "shape": str(x.size), "seconds": t,
+            "bytes_per_s": 2.0 * x.size * size / t}
 
 
-def matvec_bandwidth(rows: int = 8192, cols: int = 8192, batch: int = 1, repeats: int = 7) -> dict:
-    w = jnp.ones((rows, cols), jnp.float32)
-    v = jnp.ones((cols, batch), jnp.float32)
+def matvec_bandwidth(rows: int = 8192, cols: int = 8192, batch: int = 1, repeats: int = 7, dtype=jnp.float32) -> dict:
+    w = jnp.ones((rows, cols), dtype)
+    v = jnp.ones((cols, batch), dtype)
     t = timeit(_dot, w, v, repeats=repeats)
-    return {"kernel": "matvec", "dtype": "float32", "shape": f"{rows}x{cols}x{batch}", "seconds": t,
-            "bytes_per_s": w.size * 4 / t}
+    return {"kernel": "matvec", "dtype": w.dtype.name, "shape": f"{rows}x{cols}x{batch}", "seconds": t,
+            "bytes_per_s": w.size * w.dtype.itemsize / t}
 
 
 def matmul_chain(shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes: float = 256e6,
-                 repeats: int = 5, best: bool = False) -> list[dict]:
-    """``x @ W`` over distinct float32 matrices of ``shapes`` (k, n), cycled until ``min_bytes``.
+                 repeats: int = 5, best: bool = False, dtype=jnp.float32) -> list[dict]:
+    """``x @ W`` over distinct matrices of ``shapes`` (k, n) in ``dtype``, cycled until ``min_bytes``.
 
     One jitted program of many matmuls, like a decoder's layers: the weights are streamed from
     memory (the set is much larger than the last-level cache) and every matmul pays its launch
-    as it would inside a model. Per row count m: time, FLOPs 2·m·Σkn, weight bytes 4·Σkn.
+    as it would inside a model. Per row count m: time, FLOPs 2·m·Σkn, weight bytes (element size)·Σkn.
     """
-    per_set = sum(k * n for k, n in shapes) * 4
+    size = jnp.dtype(dtype).itemsize
+    per_set = sum(k * n for k, n in shapes) * size
     n_sets = max(1, int(np.ceil(min_bytes / per_set)))
     rng = np.random.default_rng(0)
-    ws = [jnp.asarray(rng.standard_normal((k, n), dtype=np.float32)) for _ in range(n_sets) for k, n in shapes]
+    ws = [jnp.asarray(rng.standard_normal((k, n), dtype=np.float32), dtype) for _ in range(n_sets) for k, n in shapes]
     weight_bytes = float(n_sets * per_set)
 
     @jax.jit
@@ -94,11 +103,12 @@ def matmul_chain(shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes: flo
 
     out = []
     for m in rows:
-        xs = {k: jnp.ones((m, k), jnp.float32) for k in {k for k, _ in shapes}}
+        xs = {k: jnp.ones((m, k), dtype) for k in {k for k, _ in shapes}}
         t = timeit(chain, xs, ws, repeats=repeats, best=best)
-        out.append({"kernel": "matmul_chain", "dtype": "float32", "shape": f"{m}x{len(ws)}", "rows": m,
-                    "matmuls": len(ws), "seconds": t, "flops": 2.0 * m * weight_bytes / 4, "bytes": weight_bytes,
-                    "flops_per_s": 2.0 * m * weight_bytes / 4 / t, "bytes_per_s": weight_bytes / t})
+        flops = 2.0 * m * weight_bytes / size
+        out.append({"kernel": "matmul_chain", "dtype": jnp.dtype(dtype).name, "shape": f"{m}x{len(ws)}", "rows": m,
+                    "matmuls": len(ws), "seconds": t, "flops": flops, "bytes": weight_bytes,
+                    "flops_per_s": flops / t, "bytes_per_s": weight_bytes / t})
     return out
 
 
@@ -107,10 +117,29 @@ def _tiny(x):
     return x + 1.0
 
 
-def kernel_overhead(repeats: int = 200) -> dict:
+def call_overhead(repeats: int = 200) -> dict:
+    """Seconds of one jitted call on a tiny input: host dispatch, launch and synchronization (a step's fixed cost)."""
     x = jnp.ones((8,), jnp.float32)
     t = timeit(_tiny, x, repeats=repeats, warmup=20)
     return {"kernel": "tiny_call", "dtype": "float32", "shape": "8", "seconds": t}
+
+
+def _launch_chain(n: int):
+    @jax.jit
+    def chain(x, a):
+        for _ in range(n):  # dependent 8x8 matmuls: one kernel each, nothing to fuse or overlap
+            x = jnp.tanh(x @ a)
+        return x
+    return chain
+
+
+def kernel_overhead(n: int = 64, repeats: int = 50) -> dict:
+    """Seconds per kernel inside one jitted program: (t(n kernels) − t(1 kernel)) / (n − 1), best of
+    ``repeats`` — on a GPU the launch gap between dependent kernels, on a CPU the runtime's cost per op."""
+    x, a = jnp.ones((8, 8), jnp.float32), jnp.eye(8, dtype=jnp.float32) * 0.5
+    one = timeit(_launch_chain(1), x, a, repeats=repeats, warmup=5, best=True)
+    many = timeit(_launch_chain(n), x, a, repeats=repeats, warmup=5, best=True)
+    return {"kernel": "kernel_chain", "dtype": "float32", "shape": f"{n}x8x8x8", "seconds": max(many - one, 0.0) / (n - 1)}
 
 
 def numpy_check(rows: int = 8192, cols: int = 8192, size: int = 2048) -> dict:

@@ -11,6 +11,7 @@ attention kernels alone at shapes of their own (their FLOP/s relative to weight 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
@@ -26,8 +27,8 @@ from dse.core.ops import KV_DEPENDENT, Op
 from dse.core.roofline import op_time
 from dse.measure import calibrate as cal
 from dse.measure.reference import RefConfig, decode_attention, init_params, prefill_attention, time_case
-from dse.measure.roofline import (kernel_overhead, matmul_chain, matmul_flops, matvec_bandwidth, memory_capacity,
-                                 stream_bandwidth, timeit)
+from dse.measure.roofline import (call_overhead, kernel_overhead, matmul_chain, matmul_flops, matvec_bandwidth,
+                                 memory_capacity, stream_bandwidth, timeit)
 
 #: the reference implementation computes the full masked score matrix and keeps it in memory
 REFERENCE_CONVENTIONS = conventions("default", fused_attention=False, causal_halving=False)
@@ -58,7 +59,7 @@ def attention_kernels(cfg: RefConfig, phase: str, batch: int, length: int, n_kv:
     g, d, rng = cfg.n_heads // n_kv, cfg.d_head, np.random.default_rng(2)
 
     def arr(*shape):
-        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32), cfg.dtype)
 
     if phase == "decode":
         q, k, v = arr(batch, n_kv, g, d), arr(batch, n_kv, 1, d), arr(batch, n_kv, 1, d)
@@ -72,6 +73,15 @@ def attention_kernels(cfg: RefConfig, phase: str, batch: int, length: int, n_kv:
     return timeit(fn, sets, repeats=repeats)
 
 
+def host():
+    """Where the cost model runs during validation: the host CPU (small, many tiny ops), leaving the
+    accelerator to the measurements; the default device when no CPU backend is loaded."""
+    try:
+        return jax.default_device(jax.devices("cpu")[0])
+    except RuntimeError:
+        return contextlib.nullcontext()
+
+
 def _candidates(hw_cfg: dict, **grids) -> Hardware:
     """``hw_cfg`` as a Hardware whose fields in ``grids`` are arrays: one candidate per element."""
     return dataclasses.replace(_hardware(hw_cfg), **{k: jnp.asarray(v) for k, v in grids.items()})
@@ -83,18 +93,20 @@ def _log_fit(model_s, measured_s) -> tuple:
     return np.unravel_index(np.argmin(loss), loss.shape)
 
 
-def fit_gemm(chain: list[dict], hw_cfg: dict) -> tuple[float, float, float]:
+def fit_gemm(chain: list[dict], hw_cfg: dict, bits: float = 32.0) -> tuple[float, float, float]:
     """(mem_bw, flops_efficiency, gemm_half_tokens) fitted to the matmul chain: the cost model's own
-    matmul time (:func:`dse.core.roofline.op_time`) for every candidate on a grid, least squares on
-    log time (every row count weighs the same)."""
+    matmul time (:func:`dse.core.roofline.op_time`) for every candidate on a grid, plus the call's
+    ``step_overhead_s``, least squares on log time (every row count weighs the same)."""
     m, F, B, n, t = (np.asarray([r[k] for r in chain], float) for k in ("rows", "flops", "bytes", "matmuls", "seconds"))
+    step = hw_cfg.get("step_overhead_s", 0.0)
+    t = np.maximum(t - step, 0.05 * t)  # the chain is one jitted call: one step's fixed cost
     busy = np.maximum(t - n * hw_cfg["kernel_overhead_s"], 0.05 * t)
     bw = (B[0] / busy[0]) * np.geomspace(1.0, 4.0, 41)[:, None, None, None]
     eff = np.linspace(0.2, 1.0, 81)[None, :, None, None]
     half = np.geomspace(0.1, 1000.0, 121)[None, None, :, None]
     hw = _candidates(hw_cfg, mem_bw=bw, flops_efficiency=eff, gemm_half_tokens=half)
     op = Op(count=n, flops=F / n, weight_bytes=B / n, act_read=0.0, act_write=0.0, kv_read=0.0, kv_write=0.0,
-            comm_bytes=0.0, bits=32.0, gemm_rows=m)
+            comm_bytes=0.0, bits=bits, gemm_rows=m)
     i, j, k = _log_fit(n * op_time(op, hw, 1.0, REFERENCE_CONVENTIONS).time_s, t)
     # the grid's best point starts the shared least-squares fit (dse.measure.calibrate.fit_log), the
     # one fitting path of the CPU microbenchmarks and the published GPU measurements
@@ -118,12 +130,13 @@ def _gemm_residual(x, base: Hardware, op: Op, log_t):
 
 
 def _attention_times(cfg: RefConfig, hw_cfg: dict, shapes, factors) -> np.ndarray:
-    """The cost model's attention-op time (launches included), (factor, shape), each factor an attn_efficiency."""
+    """The cost model's attention-op time (launches and the call's step overhead included), (factor, shape),
+    each factor an attn_efficiency."""
     hw = _candidates(hw_cfg, attn_efficiency=np.asarray(factors)[:, None])
     out = []
     for phase, batch, length, n_kv in shapes:
         ops, times = phase_tables(_design(cfg, batch, length, n_kv, True), hw, REFERENCE_CONVENTIONS)[phase]
-        out.append(sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
+        out.append(hw.step_overhead_s + sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
     return np.concatenate(out, axis=-1)
 
 
@@ -137,7 +150,7 @@ def _refine_attention(cfg: RefConfig, hw_cfg: dict, shapes, measured, start: flo
         out = []
         for phase, d in designs:
             ops, times = phase_tables(d, hw, REFERENCE_CONVENTIONS)[phase]
-            out.append(sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
+            out.append(hw.step_overhead_s + sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
         return jnp.log(jnp.stack(out)) - log_t
     x, _ = cal.fit_log(residual, np.array([cal.to_param(cal.UNIT, min(start, 0.999), 1.0)]),
                        (base, jnp.log(jnp.asarray(measured))))
@@ -147,38 +160,46 @@ def _refine_attention(cfg: RefConfig, hw_cfg: dict, shapes, measured, start: flo
 def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]]:
     """(roofline-only hardware, shape-aware hardware, raw rows), all from microbenchmarks."""
     reps = 3 if quick else 5
+    dev = jax.devices()[0]
+    cpu = dev.platform == "cpu"
     # peak, bandwidth and GEMM efficiency are capabilities: the best of many repeats (a burst of load
-    # on a shared machine only slows a repeat down)
-    square = matmul_flops(jnp.float32, ((1024, 1024, 1024), (2048, 2048, 2048)), repeats=3 * reps, best=True)
+    # on a shared machine only slows a repeat down); an accelerator needs larger problems to fill it
+    sizes = (1024, 2048) if cpu else (2048, 4096, 8192)
+    square = matmul_flops(cfg.dtype, tuple((n, n, n) for n in sizes), repeats=3 * reps, best=True)
     peak = max(r["flops_per_s"] for r in square)
-    mv = matvec_bandwidth(4096, 4096 if quick else 8192, repeats=reps)
-    stream = stream_bandwidth(128 << 20 if quick else 512 << 20, repeats=reps)
-    ovh = kernel_overhead()
-    base = {"name": "measured", "mem_bw": mv["bytes_per_s"], "mem_capacity": memory_capacity(jax.devices()[0]),
-            "peak_flops": {"fp32": peak}, "kernel_overhead_s": ovh["seconds"]}
+    mv = matvec_bandwidth(4096, 4096 if quick else 8192, repeats=reps, dtype=cfg.dtype)
+    stream = stream_bandwidth(128 << 20 if quick else 512 << 20, repeats=reps, dtype=cfg.dtype)
+    # a jitted call's fixed cost (a step) and each kernel's inside it (on a CPU ~8 µs and ~1 µs here)
+    step, ovh = call_overhead(), kernel_overhead()
+    base = {"name": "measured", "mem_bw": mv["bytes_per_s"], "mem_capacity": memory_capacity(dev),
+            "peak_flops": {cfg.peak_key: peak}, "kernel_overhead_s": ovh["seconds"], "step_overhead_s": step["seconds"]}
     # the reference's weight matrices, streamed as a decoder does, at 1 … 256 tokens
     layer_shapes = ((cfg.d_model, cfg.d_model), (cfg.d_model, cfg.d_ff), (cfg.d_ff, cfg.d_model))
-    chain = matmul_chain(layer_shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes=128e6 if quick else 256e6,
-                         repeats=3 * reps, best=True)
-    bw, eff, half = fit_gemm(chain, base)
+    # several times an accelerator's L2; as many matrices in any precision
+    chain_bytes = (128e6 if quick else 256e6) * (1 if cpu else 4) * cfg.bits / 32
+    chain = matmul_chain(layer_shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes=chain_bytes,
+                         repeats=3 * reps, best=True, dtype=cfg.dtype)
+    with host():
+        bw, eff, half = fit_gemm(chain, base, cfg.bits)
     shaped = {**base, "mem_bw": bw, "flops_efficiency": eff, "gemm_half_tokens": half, "attn_efficiency": 1.0}
     # the attention GEMMs' achieved fraction of the compute roofline: least squares on log time
     # over the attention microbenchmarks (one factor for all shapes)
     shapes = ATTENTION_SHAPES[::2] if quick else ATTENTION_SHAPES
     measured = np.asarray([attention_kernels(cfg, *shape, reps) for shape in shapes])
     factors = np.geomspace(0.05, 1.0, 60)
-    model = _attention_times(cfg, shaped, shapes, factors)
-    (best,) = _log_fit(model, measured)
-    shaped["attn_efficiency"] = _refine_attention(cfg, shaped, shapes, measured, float(factors[best]))
-    attn = [{"kernel": f"attention_{phase}", "dtype": "float32", "shape": f"b{batch}_len{length}_kv{n_kv}",
+    with host():
+        model = _attention_times(cfg, shaped, shapes, factors)
+        (best,) = _log_fit(model, measured)
+        shaped["attn_efficiency"] = _refine_attention(cfg, shaped, shapes, measured, float(factors[best]))
+    attn = [{"kernel": f"attention_{phase}", "dtype": cfg.dtype, "shape": f"b{batch}_len{length}_kv{n_kv}",
              "seconds": t, "model_s": m} for (phase, batch, length, n_kv), t, m in zip(shapes, measured, model[best])]
-    return base, shaped, square + [mv, stream, ovh] + chain + attn
+    return base, shaped, square + [mv, stream, step, ovh] + chain + attn
 
 
 def _design(cfg: RefConfig, batch: int, length: int, n_kv: int, gated: bool) -> Design:
     arch = make_arch(n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, n_kv_heads=n_kv,
                      d_ff=cfg.d_ff if gated else 4 * cfg.d_model, vocab=cfg.vocab, gated_mlp=gated)
-    return Design(arch, Quant(32, 32, 32), Workload(float(batch), float(length), 1.0, 1.0))
+    return Design(arch, Quant(cfg.bits, cfg.bits, cfg.bits), Workload(float(batch), float(length), 1.0, 1.0))
 
 
 def _hardware(hw_cfg: dict):
@@ -186,7 +207,8 @@ def _hardware(hw_cfg: dict):
 
 
 def predict(cfg: RefConfig, hw_cfg: dict, phase: str, batch: int, length: int, n_kv: int, gated: bool) -> float:
-    m = evaluate(_design(cfg, batch, length, n_kv, gated), _hardware(hw_cfg), REFERENCE_CONVENTIONS)
+    with host():
+        m = evaluate(_design(cfg, batch, length, n_kv, gated), _hardware(hw_cfg), REFERENCE_CONVENTIONS)
     return float(m["prefill.time_s"] if phase == "prefill" else m["decode.time_s"])
 
 

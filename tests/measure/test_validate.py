@@ -1,7 +1,10 @@
 """Validation on the machine at hand: microbenchmarks against numpy, prediction against the reference."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from dse.measure.reference import RefConfig, decode, init_params, prefill
 from dse.measure.roofline import matmul_flops, matvec_bandwidth, numpy_check
@@ -79,3 +82,27 @@ def test_small_validation_does_not_rot(make_cfg, tmp_path, monkeypatch):
     assert df.error.abs().max() < df.error_before.abs().max()  # the shape terms must help the worst case
     assert (tmp_path / "measured_hardware.yaml").exists() and (tmp_path / "validation.png").exists()
     assert (tmp_path / "roofline.png").exists()
+
+
+def test_h200_record_replays():
+    # The recorded GPU run (outputs/gpu-h200, measured on an H200 through JAX): the current cost model
+    # on the hardware fitted to that run's microbenchmarks must predict its measured float32 decoder
+    # steps and prefills as it did (median 12.6%); the bound leaves room for small model changes.
+    from dse.measure.validate import predict
+    root = Path(__file__).resolve().parents[2] / "outputs" / "gpu-h200" / "float32"
+    hw = yaml.safe_load((root / "measured_hardware.yaml").read_text())
+    hw.pop("year")
+    cases = pd.read_csv(root / "validation.csv")
+    cfg = RefConfig(dtype="float32")
+    pred = np.array([predict(cfg, hw, r.phase, r.batch, r.length, r.n_kv_heads, r.gated_mlp)
+                     for r in cases.itertuples()])
+    err = np.abs(pred / cases.measured_s.to_numpy() - 1)
+    assert len(cases) == 14 and np.median(err) < 0.15
+
+
+def test_unknown_dtype_is_refused_before_measuring(make_cfg, tmp_path, monkeypatch):
+    from dse.app.main import run
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="task.params.dtype: 'int8' is not one of"):
+        run(make_cfg("task=validate", "task.params.dtype=int8", "task.params.install_hardware=false"))
+    assert not (tmp_path / "validation.csv").exists()
