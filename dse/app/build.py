@@ -17,7 +17,7 @@ from dse.core.accuracy import (AccuracyParams, fit_bits_penalty, fit_gqa_penalty
                                fit_window_penalty)
 from dse.core.conventions import Conventions
 from dse.core.design import Design, DesignError, Quant, Workload, make_arch, validate_design
-from dse.core.hardware import SYSTEM_FIELDS, Hardware, ideal, make_hardware, validate_hardware
+from dse.core.hardware import ENGINE_FIELDS, SYSTEM_FIELDS, Hardware, ideal, make_hardware, validate_hardware
 
 
 def resource_dir(name: str) -> Path:
@@ -84,8 +84,7 @@ def build_hardware(hw: Mapping[str, Any]) -> Hardware:
     h.pop("year", None)
     use_ideal = h.pop("ideal", False)
     for key in ("mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency",
-                "mem_efficiency", "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency", "step_overhead_s",
-                "mem_reserve_bytes", "act_buffer_factor", *SYSTEM_FIELDS):
+                "mem_efficiency", "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency", *ENGINE_FIELDS, *SYSTEM_FIELDS):
         if key in h and not isinstance(h[key], (int, float)):
             raise DesignError(f"hardware.{key}={h[key]!r}: must be a number")
     out = validate_hardware(make_hardware(**h))

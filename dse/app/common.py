@@ -16,7 +16,7 @@ from dse.app.build import build_accuracy, build_conventions, build_design, build
 from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
 from dse.core.design import ARCH_META, ARCH_STATIC, Design
-from dse.core.hardware import SYSTEM_FIELDS, Hardware
+from dse.core.hardware import ENGINE_FIELDS, SYSTEM_FIELDS, Hardware
 from dse.core.metrics import evaluate, phase_tables
 
 #: module-level jits: every job of a process (a basic-launcher multirun) reuses their compilations
@@ -52,8 +52,7 @@ class Setup:
         out["hardware.name"] = hw["name"]
         out["hardware.year"] = hw.get("year")
         for k in ("mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency", "mem_efficiency",
-                  "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency", "step_overhead_s", "mem_reserve_bytes",
-                  "act_buffer_factor", *SYSTEM_FIELDS):
+                  "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency", *ENGINE_FIELDS, *SYSTEM_FIELDS):
             out[f"hardware.{k}"] = float(hw[k])
         for k, v in hw["peak_flops"].items():
             out[f"hardware.peak_flops.{k}"] = float(v)

@@ -60,6 +60,10 @@ class Hardware:
     step_overhead_s: Array = 0.0  # s per forward step (prefill, each decode step): host scheduling, sampling, sync
     mem_reserve_bytes: Array = 0.0  # bytes held besides weights, KV cache, activations (CUDA context, workspaces)
     act_buffer_factor: Array = 0.0  # activation buffers the engine preallocates, in multiples of the peak activation
+    # vector ops per weight element to convert quantized weights to the activations' precision before a
+    # matmul (weight-only quantization: unpack, subtract the zero point, scale), run at the fp32 (vector) peak
+    # and not hidden behind the weights' memory traffic (dse.core.roofline.op_time)
+    dequant_ops_per_weight: Array = 0.0
 
 
 #: every numeric field of Hardware, in order (all are pytree leaves)
@@ -67,9 +71,9 @@ HARDWARE_FIELDS = (
     "mem_bw", "mem_capacity", "peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4",
     "link_bw", "link_latency", "flops_efficiency", "mem_efficiency", "kernel_overhead_s", "gemm_half_tokens",
     "attn_efficiency", "node_size", "link_hop_latency", "net_bw", "net_latency", "power_idle_w", "power_busy_w",
-    "usd_per_hour", "step_overhead_s", "mem_reserve_bytes", "act_buffer_factor")
+    "usd_per_hour", "step_overhead_s", "mem_reserve_bytes", "act_buffer_factor", "dequant_ops_per_weight")
 #: the engine's own costs (optional keys of the hardware config; 0 by default)
-ENGINE_FIELDS = ("step_overhead_s", "mem_reserve_bytes", "act_buffer_factor")
+ENGINE_FIELDS = ("step_overhead_s", "mem_reserve_bytes", "act_buffer_factor", "dequant_ops_per_weight")
 #: the interconnect, energy and price fields (optional keys of the hardware config)
 SYSTEM_FIELDS = ("node_size", "link_hop_latency", "net_bw", "net_latency", "power_idle_w", "power_busy_w",
                  "usd_per_hour")
@@ -140,4 +144,6 @@ def validate_hardware(hw: Hardware, prefix: str = "hardware.") -> Hardware:
     _check(prefix + "mem_reserve_bytes", hw.mem_reserve_bytes, nonneg, "must be a non-negative size in bytes")
     _check(prefix + "act_buffer_factor", hw.act_buffer_factor, nonneg,
            "must be a non-negative multiple of the peak activation")
+    _check(prefix + "dequant_ops_per_weight", hw.dequant_ops_per_weight, nonneg,
+           "must be a non-negative number of vector ops per weight element")
     return hw

@@ -53,7 +53,8 @@ def _fused_mlp(s: Step, count, width, tokens, weight_share, rows) -> Op:
     act = s.conv.activation_flops or (5.0 if a.gated_mlp else 8.0)
     return _op(count, flops=tokens * width * (2 * (n_in + 1) * h + act) + bias * tokens * (n_in * width + h),
                weight_bytes=weight_share * ((n_in + 1) * h * width * s.wB + s.vec * bias * (n_in * width + h) * s.aB),
-               act_read=tokens * h * s.aB, act_write=tokens * h * s.aB, bits=s.mm_bits, gemm_rows=rows)
+               act_read=tokens * h * s.aB, act_write=tokens * h * s.aB, bits=s.mm_bits, gemm_rows=rows,
+               dequant=weight_share * (n_in + 1) * h * width * s.weight_only)
 
 
 def mlp_ops(s: Step) -> tuple[dict[str, Op], object]:

@@ -48,6 +48,7 @@ class Op(NamedTuple):
     comm_group: object = 1.0  # devices taking part in the collective (tp for all-reduce, ep for all-to-all)
     comm_kind: object = 0.0  # which collective: one of the COLLECTIVE codes
     load: object = 1.0  # the busiest device's compute over the mean (expert imbalance); scales compute time
+    dequant: object = 0.0  # weight elements converted to the activations' precision first (weight-only quantization)
 
     @property
     def bytes(self):
@@ -57,9 +58,9 @@ class Op(NamedTuple):
 
 def _op(count=1.0, flops=0.0, weight_bytes=0.0, act_read=0.0, act_write=0.0, kv_read=0.0,
         kv_write=0.0, comm_bytes=0.0, bits=16.0, gemm_rows=0.0, attention=0.0, comm_group=1.0,
-        comm_kind=0.0, load=1.0) -> Op:
+        comm_kind=0.0, load=1.0, dequant=0.0) -> Op:
     return Op(count, flops, weight_bytes, act_read, act_write, kv_read, kv_write, comm_bytes, bits, gemm_rows,
-              attention, comm_group, comm_kind, load)
+              attention, comm_group, comm_kind, load, dequant)
 
 
 class Step(NamedTuple):
@@ -83,6 +84,7 @@ class Step(NamedTuple):
     att_bits: object  # operand width of attention products
     a_bits: object
     vec: float  # 1.0: norm/bias vectors count as weight traffic
+    weight_only: object  # 1 when weights are narrower than the activations (converted before each matmul)
 
     def linear(self, n_in, n_out, count, *, bias=None, out_to_cache=False, rows=None) -> Op:
         """A matmul of ``rows`` tokens (default T) by this device's n_in × n_out weight (+ a bias:
@@ -94,7 +96,8 @@ class Step(NamedTuple):
                    weight_bytes=n_in * n_out * self.wB + self.vec * b * n_out * self.aB,
                    act_read=rows * n_in * self.aB,
                    act_write=0.0 if out_to_cache else out_bytes,
-                   kv_write=out_bytes if out_to_cache else 0.0, bits=self.mm_bits, gemm_rows=rows)
+                   kv_write=out_bytes if out_to_cache else 0.0, bits=self.mm_bits, gemm_rows=rows,
+                   dequant=n_in * n_out * self.weight_only)
 
     def norm(self, count, width=None, tokens=None):
         """A LayerNorm or RMSNorm over ``width`` (default d_model) of ``tokens`` (default T)."""
@@ -128,7 +131,8 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions, 
              T=b * q, tp=tp, attn_dp=attn_dp, ep=ep, wB=quant.w_bits / 8, aB=quant.a_bits / 8,
              kvB=quant.kv_bits / 8, mm_bits=jnp.maximum(quant.w_bits, quant.a_bits),
              att_bits=jnp.maximum(quant.a_bits, quant.kv_bits), a_bits=quant.a_bits,
-             vec=1.0 if conv.vector_weights else 0.0)
+             vec=1.0 if conv.vector_weights else 0.0,
+             weight_only=jnp.where(quant.w_bits < quant.a_bits, 1.0, 0.0))
     L, h, V, T = arch.n_layers, arch.d_model, arch.vocab, s.T
 
     def residual(n_adds=1.0):
@@ -168,5 +172,6 @@ def step_ops(arch: Arch, quant: Quant, batch, tp, q, kv_len, conv: Conventions, 
         n_act = seqs if conv.lm_head_act_per_sequence else jnp.minimum(q, 1.0)
         ops["lm_head"] = _op(1.0, flops=conv.lm_head_flops_per_mac * seqs * h * V / tp,
                              weight_bytes=h * V / tp * s.wB, act_read=n_act * h * s.aB,
-                             act_write=n_act * V / tp * s.aB, bits=s.mm_bits, gemm_rows=seqs)
+                             act_write=n_act * V / tp * s.aB, bits=s.mm_bits, gemm_rows=seqs,
+                             dequant=h * V / tp * s.weight_only)
     return ops

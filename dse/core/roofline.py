@@ -95,6 +95,10 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
         eff_f = eff_f * jnp.where(op.attention > 0, hw.attn_efficiency, 1.0)
     peak = peak_flops(hw, op.bits, smooth=smooth) if peak is None else peak
     compute = op.flops / (peak * eff_f) * op.load  # load: the busiest device's share (expert imbalance)
+    # weight-only quantization: each weight is unpacked on the vector units before the multiply, in the
+    # kernel's load path (not overlapped with the weights' streaming; engine term, 0 unless calibrated)
+    vector_peak = jnp.where(hw.peak_fp32 > 0, hw.peak_fp32, hw.peak_fp16)
+    dequant = op.dequant * hw.dequant_ops_per_weight / vector_peak if conv.efficiency else 0.0
     memory = op.bytes / (hw.mem_bw * eff_m)
     comm = collective_time(op, hw)
     if conv.overlap == "sum":
@@ -103,6 +107,7 @@ def op_time(op: Op, hw: Hardware, tp, conv: Conventions, *, peak=None, smooth: b
     else:
         busy = smooth_max(compute, memory) if smooth else jnp.maximum(compute, memory)
         busy_compute = jnp.where(compute > memory, busy, 0.0)
+    busy, busy_compute = busy + dequant, busy_compute + dequant
     launched = jnp.where(op.flops + op.bytes > 0, 1.0, 0.0)
     return OpTime(compute, memory, comm, busy + comm + launched * overhead, launched * overhead, busy_compute)
 

@@ -15,12 +15,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from dse.core.design import ARCH_META, ARCH_STATIC, Design, DesignError, specialize
-from dse.core.hardware import SYSTEM_FIELDS, Hardware
+from dse.core.hardware import ENGINE_FIELDS, SYSTEM_FIELDS, Hardware
 
 SECTIONS = {"model": "arch", "quant": "quant", "workload": "workload"}
 HARDWARE_KNOBS = {"mem_bw", "mem_capacity", "link_bw", "link_latency", "flops_efficiency", "mem_efficiency",
-                  "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency", "step_overhead_s", "mem_reserve_bytes",
-                  "act_buffer_factor", *SYSTEM_FIELDS}
+                  "kernel_overhead_s", "gemm_half_tokens", "attn_efficiency", *ENGINE_FIELDS, *SYSTEM_FIELDS}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ TERMS = (
     cal.Term("step_overhead_s", "engine", cal.POSITIVE, scale=1e-4, spread=1.5),
     cal.Term("mem_reserve_bytes", "engine", cal.POSITIVE, scale=1e9, spread=1.0),
     cal.Term("act_buffer_factor", "engine", cal.POSITIVE, scale=1.0, spread=1.0),
+    # the matmul kernels' unpacking of weight-only quantized weights: the engine's kernels (gpt-fast's
+    # int8 and int4 rows are the only weight-only measurements; other engines take the pool)
+    cal.Term("dequant_ops_per_weight", "engine", cal.POSITIVE, scale=1.0, spread=1.0),
 )
 
 #: device family of each catalog device: same vendor and generation (the transfer rule)
@@ -142,10 +145,12 @@ def _with_system(hw, description: str):
 #: (11% -> 19%) when those terms were per engine: an unseen engine's launch cost is not predictable
 #: from engines that launch differently; grouped by launch path (engines.LAUNCH), FasterTransformer
 #: takes TensorRT-LLM's, and only a path with no measured engine (CUDA-graph replay without gpt-fast)
-#: falls back to the pool (README).
+#: falls back to the pool (README). dequant_ops_per_weight: 4 vector ops per weight (convert, subtract the
+#: zero point, multiply by the group's scale; int4 adds a shift and a mask), counted by hand in gpt-fast's
+#: weight-only kernels (int8: ``F.linear(x, weight.to(x.dtype)) * scales``; int4: tinygemm's unpack).
 PRIOR = {"mem_efficiency": 0.85, "flops_efficiency": 0.73, "gemm_half_tokens": 16.0, "attn_efficiency": 0.73,
          "link_latency": 1.7e-5, "link_hop_latency": 1e-6, "net_latency": 1e-5, "kernel_overhead_s": 5e-6,
-         "step_overhead_s": 1e-4, "mem_reserve_bytes": 1e9, "act_buffer_factor": 1.0}
+         "step_overhead_s": 1e-4, "mem_reserve_bytes": 1e9, "act_buffer_factor": 1.0, "dequant_ops_per_weight": 4.0}
 
 
 def defaults() -> dict:
@@ -169,6 +174,13 @@ def fit(problem: Problem, keep: np.ndarray | None = None, terms=TERMS, x0=None, 
 #: most a Python-dispatched one
 ORDERED = {"launch": ("graph", "host", "eager")}
 
+#: sourced lower bounds for a group without rows: CUDA-graph replay has no host launch, so its
+#: per-kernel cost is at least the GPU's own gap between dependent kernels of a replayed program
+#: (1.1–1.4 µs measured by task=validate on an H200, outputs/gpu-h200, microbench.csv
+#: ``kernel_chain``) and a collective's fixed cost at least NCCL's base latency of its low-latency
+#: ring protocol (3.6 µs, NVIDIA/nccl src/graph/tuning.cc ``baseLat`` Ring/LL)
+FLOORS = {("launch", "graph"): {"kernel_overhead_s": 1.2e-6, "link_latency": 3.6e-6}}
+
 
 def unmeasured_by_order(problem: Problem, layout: cal.Layout, theta, keep: np.ndarray) -> np.ndarray:
     """An ordered grouping's group without kept rows takes the values of its nearest measured group in
@@ -191,6 +203,11 @@ def unmeasured_by_order(problem: Problem, layout: cal.Layout, theta, keep: np.nd
             if near:
                 nearest = [h for d, h in near if d == near[0][0]]
                 theta[k + 1 + j] = np.mean([theta[k + 1 + groups.index(h)] for h in nearest])
+                floor = FLOORS.get((t.by, g), {}).get(t.field)
+                if floor is not None and all(order.index(h) > pos for h in nearest):
+                    # between its floor and the dearer path above it: the geometric midpoint (the
+                    # median of a log-uniform prior over the two bounds)
+                    theta[k + 1 + j] = 0.5 * (theta[k + 1 + j] + cal.to_param(t.kind, floor, t.scale) - theta[k])
     return theta
 
 

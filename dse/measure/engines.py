@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from dse.core.design import DesignError
 
 #: the software terms an engine file may set (Hardware fields)
-ENGINE_KEYS = ("kernel_overhead_s", "link_latency", "step_overhead_s", "mem_reserve_bytes", "act_buffer_factor")
+ENGINE_KEYS = ("kernel_overhead_s", "link_latency", "step_overhead_s", "mem_reserve_bytes", "act_buffer_factor",
+               "dequant_ops_per_weight")
 
 #: how each engine launches its kernels (collectives included), from its own documentation and code
 #: (not fitted): "host" — a C++ runtime enqueues every kernel from the CPU (FasterTransformer;
@@ -51,7 +52,8 @@ def write_engine(conf_dir: Path, name: str, label: str, values: dict, note: str)
     units = {"kernel_overhead_s": "s per kernel launch", "link_latency": "s fixed per collective (launch, sync)",
              "step_overhead_s": "s per forward step",
              "mem_reserve_bytes": "bytes held besides weights, KV cache, activations",
-             "act_buffer_factor": "activation buffers, multiples of the peak activation"}
+             "act_buffer_factor": "activation buffers, multiples of the peak activation",
+             "dequant_ops_per_weight": "vector ops per weight to unpack weight-only quantized weights"}
     lines += [f"{k}: {_fmt(values[k])}  # {units[k]}" for k in ENGINE_KEYS if k in values]
     _atomic_write(path, "\n".join(lines) + "\n")
     return path
