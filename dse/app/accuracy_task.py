@@ -4,7 +4,8 @@
 catalog (``conf/hardware`` + ``conf/engine``), refits with each source and each model family left
 out, and writes ``accuracy.csv`` (every row: inputs, published, predicted, error, p10/p90 band,
 leave-one-out predictions), ``accuracy.md`` (median and p90 |error| by source, metric, device,
-tensor-parallel degree, engine, model; the leave-one-out tables; band coverage) and
+tensor-parallel degree, engine, model; the leave-one-out tables; band coverage; the recorded
+task=validate runs on accelerators) and
 ``accuracy.png`` (predicted vs published). ``task=calibrate`` fits the terms on every row and
 writes them into the catalog (and the bands into ``dse/data/prediction_bands.csv``).
 """
@@ -63,8 +64,35 @@ def report(df: pd.DataFrame, summary: dict, seconds: float) -> str:
                       markdown_table(_by(df, "model", "loo_each_model_error"))]
         lines += ["", "## Prediction bands (log(published/predicted) of time, left-out rows)", "",
                   markdown_table(s["bands"].round(4))]
-    lines += ["", f"({seconds:.0f} s)"]
+    lines += [device_validation(), "", f"({seconds:.0f} s)"]
     return "\n".join(lines) + "\n"
+
+
+def device_validation() -> str:
+    """accuracy.md's section on the recorded ``task=validate`` runs on accelerators
+    (``dse/data/device_validation/<device>/<dtype>/``): end to end by phase, and per operator (the
+    attention kernels, the cost model's op time on the fitted hardware against the measured kernels)."""
+    from dse.measure.published import DATA_DIR
+    rows, ops = [], []
+    for case_file in sorted((DATA_DIR / "device_validation").glob("*/*/validation.csv")):
+        device, dtype = case_file.parent.parent.name, case_file.parent.name
+        cases = pd.read_csv(case_file)
+        for phase, g in [("all", cases), *cases.groupby("phase")]:
+            rows.append({"device": device, "dtype": dtype, "phase": phase, "cases": len(g),
+                         "median_abs_error_pct": round(100 * g.error.abs().median(), 1),
+                         "roofline_only_pct": round(100 * g.error_before.abs().median(), 1),
+                         "worst_pct": round(100 * g.error.loc[g.error.abs().idxmax()], 1)})
+        bench = pd.read_csv(case_file.parent / "microbench.csv")
+        attn = bench[bench.kernel.str.startswith("attention")]
+        ops += [{"device": device, "dtype": dtype, "op": f"{r.kernel} {r.shape}", "measured_us": round(1e6 * r.seconds, 1),
+                 "model_us": round(1e6 * r.model_s, 1), "error_pct": round(100 * (r.model_s / r.seconds - 1), 1)}
+                for r in attn.itertuples()]
+    if not rows:
+        return ""
+    return "\n".join(["", "## On accelerators: task=validate (recorded runs, dse/data/device_validation)", "",
+                      "A reference decoder timed on the device, predicted from microbenchmarks only (README, "
+                      "Validation).", "", markdown_table(pd.DataFrame(rows)), "", "Per operator (attention kernels):",
+                      "", markdown_table(pd.DataFrame(ops))])
 
 
 def plot(path: Path, df: pd.DataFrame, title: str) -> None:

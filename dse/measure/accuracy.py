@@ -176,7 +176,7 @@ ORDERED = {"launch": ("graph", "host", "eager")}
 
 #: sourced lower bounds for a group without rows: CUDA-graph replay has no host launch, so its
 #: per-kernel cost is at least the GPU's own gap between dependent kernels of a replayed program
-#: (1.1–1.4 µs measured by task=validate on an H200, outputs/gpu-h200, microbench.csv
+#: (1.1–1.4 µs measured by task=validate on an H200, dse/data/device_validation/h200, microbench.csv
 #: ``kernel_chain``) and a collective's fixed cost at least NCCL's base latency of its low-latency
 #: ring protocol (3.6 µs, NVIDIA/nccl src/graph/tuning.cc ``baseLat`` Ring/LL)
 FLOORS = {("launch", "graph"): {"kernel_overhead_s": 1.2e-6, "link_latency": 3.6e-6}}

@@ -120,6 +120,9 @@ def test_accuracy_report_and_plot(tmp_path):
         assert title in text
     import re
     assert re.search(r"\| a +\| +2 \| +10(\.0)? \|", text)  # rows 1.1/1.0 and 1.8/2.0: median |error| 10%
+    # the recorded GPU validation (dse/data/device_validation/h200): 14 float32 cases, median 12.6%
+    assert "On accelerators: task=validate" in text
+    assert re.search(r"\| h200 +\| float32 +\| all +\| +14 \| +12\.6 \|", text)
     plot(tmp_path / "a.png", df, "t")
     assert (tmp_path / "a.png").stat().st_size > 0
 

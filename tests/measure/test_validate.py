@@ -85,11 +85,11 @@ def test_small_validation_does_not_rot(make_cfg, tmp_path, monkeypatch):
 
 
 def test_h200_record_replays():
-    # The recorded GPU run (outputs/gpu-h200, measured on an H200 through JAX): the current cost model
+    # The recorded GPU run (dse/data/device_validation/h200, measured on an H200 through JAX): the current cost model
     # on the hardware fitted to that run's microbenchmarks must predict its measured float32 decoder
     # steps and prefills as it did (median 12.6%); the bound leaves room for small model changes.
     from dse.measure.validate import predict
-    root = Path(__file__).resolve().parents[2] / "outputs" / "gpu-h200" / "float32"
+    root = Path(__file__).resolve().parents[2] / "dse" / "data" / "device_validation" / "h200" / "float32"
     hw = yaml.safe_load((root / "measured_hardware.yaml").read_text())
     hw.pop("year")
     cases = pd.read_csv(root / "validation.csv")
