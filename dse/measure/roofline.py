@@ -112,6 +112,20 @@ def matmul_chain(shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes: flo
     return out
 
 
+def matmul_fixed_cost(shapes, min_bytes: float = 256e6, repeats: int = 5, dtype=jnp.float32) -> dict:
+    """Seconds per matmul beyond its bytes and FLOPs: the one-row matmul chain over the same weights
+    split into twice as many matrices (each (k, n) as (k, n/2) twice: the same bytes and FLOPs),
+    (t_split − t) / (extra matmuls), best of ``repeats``. A diagnostic the fits do not use yet: on an
+    H200 in bfloat16 the chain took ~12 µs per matmul at every row count, which the bandwidth fit
+    absorbed (README, Validation)."""
+    split = [part for k, n in shapes for part in ((k, n // 2), (k, n - n // 2))]
+    whole = matmul_chain(shapes, rows=(1,), min_bytes=min_bytes, repeats=repeats, best=True, dtype=dtype)[0]
+    halves = matmul_chain(split, rows=(1,), min_bytes=min_bytes, repeats=repeats, best=True, dtype=dtype)[0]
+    extra = halves["matmuls"] - whole["matmuls"]
+    return {"kernel": "matmul_fixed_cost", "dtype": whole["dtype"], "shape": f"1x{whole['matmuls']}vs{halves['matmuls']}",
+            "matmuls": extra, "seconds": max(halves["seconds"] - whole["seconds"], 0.0) / extra}
+
+
 @jax.jit
 def _tiny(x):
     return x + 1.0

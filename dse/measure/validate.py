@@ -27,8 +27,8 @@ from dse.core.ops import KV_DEPENDENT, Op
 from dse.core.roofline import op_time
 from dse.measure import calibrate as cal
 from dse.measure.reference import RefConfig, decode_attention, init_params, prefill_attention, time_case
-from dse.measure.roofline import (call_overhead, kernel_overhead, matmul_chain, matmul_flops, matvec_bandwidth,
-                                 memory_capacity, stream_bandwidth, timeit)
+from dse.measure.roofline import (call_overhead, kernel_overhead, matmul_chain, matmul_fixed_cost, matmul_flops,
+                                 matvec_bandwidth, memory_capacity, stream_bandwidth, timeit)
 
 #: the reference implementation computes the full masked score matrix and keeps it in memory
 REFERENCE_CONVENTIONS = conventions("default", fused_attention=False, causal_halving=False)
@@ -179,6 +179,7 @@ def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]
     chain_bytes = (128e6 if quick else 256e6) * (1 if cpu else 4) * cfg.bits / 32
     chain = matmul_chain(layer_shapes, rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), min_bytes=chain_bytes,
                          repeats=3 * reps, best=True, dtype=cfg.dtype)
+    fixed = matmul_fixed_cost(layer_shapes, min_bytes=chain_bytes, repeats=3 * reps, dtype=cfg.dtype)
     with host():
         bw, eff, half = fit_gemm(chain, base, cfg.bits)
     shaped = {**base, "mem_bw": bw, "flops_efficiency": eff, "gemm_half_tokens": half, "attn_efficiency": 1.0}
@@ -193,7 +194,7 @@ def measure(cfg: RefConfig, quick: bool = False) -> tuple[dict, dict, list[dict]
         shaped["attn_efficiency"] = _refine_attention(cfg, shaped, shapes, measured, float(factors[best]))
     attn = [{"kernel": f"attention_{phase}", "dtype": cfg.dtype, "shape": f"b{batch}_len{length}_kv{n_kv}",
              "seconds": t, "model_s": m} for (phase, batch, length, n_kv), t, m in zip(shapes, measured, model[best])]
-    return base, shaped, square + [mv, stream, step, ovh] + chain + attn
+    return base, shaped, square + [mv, stream, step, ovh, fixed] + chain + attn
 
 
 def _design(cfg: RefConfig, batch: int, length: int, n_kv: int, gated: bool) -> Design:
