@@ -144,8 +144,8 @@ def _with_system(hw, description: str):
 #: (sd 0.5) moved the leave-one-source-out error from gpt-fast (48% -> 24%) to FasterTransformer
 #: (11% -> 19%) when those terms were per engine: an unseen engine's launch cost is not predictable
 #: from engines that launch differently; grouped by launch path (engines.LAUNCH), FasterTransformer
-#: takes TensorRT-LLM's, and only a path with no measured engine (CUDA-graph replay without gpt-fast)
-#: falls back to the pool (README). dequant_ops_per_weight: 4 vector ops per weight (convert, subtract the
+#: takes TensorRT-LLM's, and a path with no measured engine (CUDA-graph replay without gpt-fast) takes
+#: its nearest measured path or, with a floor, the midpoint (unmeasured_by_order; README). dequant_ops_per_weight: 4 vector ops per weight (convert, subtract the
 #: zero point, multiply by the group's scale; int4 adds a shift and a mask), counted by hand in gpt-fast's
 #: weight-only kernels (int8: ``F.linear(x, weight.to(x.dtype)) * scales``; int4: tinygemm's unpack).
 PRIOR = {"mem_efficiency": 0.85, "flops_efficiency": 0.73, "gemm_half_tokens": 16.0, "attn_efficiency": 0.73,
@@ -186,8 +186,10 @@ def unmeasured_by_order(problem: Problem, layout: cal.Layout, theta, keep: np.nd
     """An ordered grouping's group without kept rows takes the values of its nearest measured group in
     the order (the mean, in the fitted coordinate, of the two when both sides are as near), not the
     pool: the pool mixes the dearer and the cheaper paths (for graph replay, Python dispatch), while
-    the nearest measured path is a bound (graph replay left out: the host path's values, an upper
-    bound). Groups with rows, and unordered groupings, keep their fitted values."""
+    the nearest measured path is a bound. A group with a sourced floor (:data:`FLOORS`) whose nearest
+    measured groups are all dearer takes the geometric midpoint of the floor and them (graph replay
+    left out: between the GPU's own kernel gap and the host path). Groups with rows, and unordered
+    groupings, keep their fitted values."""
     theta = np.array(theta, float)
     for i, (t, k) in enumerate(zip(layout.terms, layout.offsets())):
         order = ORDERED.get(t.by)
