@@ -18,12 +18,9 @@ import pandas as pd
 from dse.app.build import resource_dir
 from dse.app.common import Setup
 from dse.explore.export import markdown_table, pyplot, save_figure, write_csv, write_text
-from dse.measure.reference import RefConfig
+from dse.measure.reference import PEAK_KEYS, RefConfig
 from dse.measure.roofline import numpy_check
 from dse.measure.validate import run_validation
-
-#: task.params.dtype → the reference decoder's and the microbenchmarks' precision
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def hardware_yaml(hw: dict, note: str) -> str:
@@ -42,8 +39,8 @@ def run_validate(s: Setup, out: Path) -> pd.DataFrame:
     params = s.cfg.task.get("params") or {}
     quick = bool(params.get("quick", False))
     dtype = str(params.get("dtype", "float32"))
-    if dtype not in DTYPES:
-        raise SystemExit(f"dse: error: task.params.dtype: {dtype!r} is not one of {list(DTYPES)}")
+    if dtype not in PEAK_KEYS:  # the reference decoder's and the microbenchmarks' precision
+        raise SystemExit(f"dse: error: task.params.dtype: {dtype!r} is not one of {list(PEAK_KEYS)}")
     cfg = RefConfig(dtype=dtype)
     dev = jax.devices()[0]
     note = (f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, {dev.platform}:{dev.device_kind}"

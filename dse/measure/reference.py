@@ -18,6 +18,9 @@ import numpy as np
 
 from dse.measure.roofline import timeit
 
+#: the reference's precisions and the hardware.peak_flops entry each runs at
+PEAK_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
 
 @dataclass(frozen=True)
 class RefConfig:
@@ -41,7 +44,7 @@ class RefConfig:
     @property
     def peak_key(self) -> str:
         """The hardware.peak_flops entry this precision runs at."""
-        return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
+        return PEAK_KEYS[self.dtype]
 
 
 def init_params(cfg: RefConfig, seed: int = 0) -> dict:

@@ -129,15 +129,18 @@ def _gemm_residual(x, base: Hardware, op: Op, log_t):
     return jnp.log(op.count * op_time(op, _gemm_hardware(x, base), 1.0, REFERENCE_CONVENTIONS).time_s) - log_t
 
 
+def _attention_call_s(design: Design, hw: Hardware, phase: str):
+    """The cost model's time of one jitted call of the reference's attention kernels: the call's step
+    overhead plus every KV-dependent operator of ``phase`` (launches included)."""
+    ops, times = phase_tables(design, hw, REFERENCE_CONVENTIONS)[phase]
+    return hw.step_overhead_s + sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT)
+
+
 def _attention_times(cfg: RefConfig, hw_cfg: dict, shapes, factors) -> np.ndarray:
-    """The cost model's attention-op time (launches and the call's step overhead included), (factor, shape),
-    each factor an attn_efficiency."""
+    """:func:`_attention_call_s` per (factor, shape), each factor an attn_efficiency."""
     hw = _candidates(hw_cfg, attn_efficiency=np.asarray(factors)[:, None])
-    out = []
-    for phase, batch, length, n_kv in shapes:
-        ops, times = phase_tables(_design(cfg, batch, length, n_kv, True), hw, REFERENCE_CONVENTIONS)[phase]
-        out.append(hw.step_overhead_s + sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
-    return np.concatenate(out, axis=-1)
+    return np.concatenate([_attention_call_s(_design(cfg, batch, length, n_kv, True), hw, phase)
+                           for phase, batch, length, n_kv in shapes], axis=-1)
 
 
 def _refine_attention(cfg: RefConfig, hw_cfg: dict, shapes, measured, start: float) -> float:
@@ -147,11 +150,7 @@ def _refine_attention(cfg: RefConfig, hw_cfg: dict, shapes, measured, start: flo
 
     def residual(x, base, log_t):
         hw = dataclasses.replace(base, attn_efficiency=cal.from_param(cal.UNIT, x[0], 1.0))
-        out = []
-        for phase, d in designs:
-            ops, times = phase_tables(d, hw, REFERENCE_CONVENTIONS)[phase]
-            out.append(hw.step_overhead_s + sum(ops[k].count * times[k].time_s for k in ops if k in KV_DEPENDENT))
-        return jnp.log(jnp.stack(out)) - log_t
+        return jnp.log(jnp.stack([_attention_call_s(d, hw, phase) for phase, d in designs])) - log_t
     x, _ = cal.fit_log(residual, np.array([cal.to_param(cal.UNIT, min(start, 0.999), 1.0)]),
                        (base, jnp.log(jnp.asarray(measured))))
     return float(cal.from_param(cal.UNIT, x[0], 1.0))
