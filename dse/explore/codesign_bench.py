@@ -8,7 +8,8 @@ it; a run without a feasible design counts 1, gaps are capped at 1), unit ``gap`
 
 Every method gets the same number of cost-model evaluations: ``dse`` (:mod:`dse.explore.search`,
 a value-and-gradient counts as one), ``random`` (uniform over each knob's legal values),
-``tpe`` (Optuna's TPESampler, each knob an integer index into its legal values) and ``cmaes``
+``tpe`` (Optuna's TPESampler with the installed version's defaults, each knob an integer index into
+its legal values; the version is recorded with each run) and ``cmaes``
 (CMA-ES of the ``cmaes`` package, the implementation Optuna's CmaEsSampler runs, on the unit cube
 mapped to legal values, population evaluated in batches). The black-box methods minimize the
 objective relative to the baseline design when feasible and ``1000 + total violation`` when not
@@ -241,6 +242,9 @@ def run(budgets=("1e3", "1e4", "1e5"), seeds: int = 5, methods=METHODS, problems
                         extra = {"legal": {k.key: float(v) for k, v in zip(ev.knobs, legal)}}
                     else:
                         value, extra = RUNNERS[m](ev, BUDGETS[b], s), {}
+                        if m == "tpe":
+                            import optuna
+                            extra["optuna"] = optuna.__version__
                     r = {"problem": name, "budget": b, "method": m, "seed": s, "value": value,
                          "seconds": round(time.perf_counter() - t, 2), **extra}
                     done[key] = r

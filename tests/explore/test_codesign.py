@@ -7,7 +7,7 @@ import dse
 from dse.core.design import specialize
 from dse.core.hwcost import hardware_cost
 from dse.explore.optimize import Constraints, Settings, exact_batch, full_metrics, objective_of, optimize
-from dse.explore.search import neighbours, nearest_index
+from dse.explore.search import Scorer, evolve, neighbours, nearest_index
 from dse.explore.space import parse_knob, set_knob
 from tests.explore.test_optimize import exhaustive
 
@@ -31,6 +31,16 @@ def test_rounding_and_moves():
     assert {tuple(r) for r in single} >= {(0, 41), (4, 41), (2, 42), (2, 40), (2, 73), (2, 9)}
     pairs = neighbours(np.array([2, 41]), [5, 100], pairs=True)
     assert {tuple(r) for r in pairs} == {(3, 42), (3, 40), (1, 42), (1, 40)}
+
+
+def test_evolution_moves_many_knobs_within_its_budget():
+    # a bowl over 8 knobs of 64 values whose minimum (index 50 everywhere) is far from the start (index 10):
+    # the evolution phase reaches it within the budget it is given, scoring no more than that
+    values = [np.arange(64.0)] * 8
+    scorer = Scorer(lambda x: (((x - 50.0) ** 2).sum(1), np.zeros(len(x))), values, budget=10_000)
+    evolve(scorer, np.full(8, 10), [64] * 8, budget=2_000, seed=0)
+    assert scorer.used <= 2_000
+    assert scorer.best[1] <= 8.0, scorer.best  # from 8 × 40² = 12,800 to within one step per knob on average
 
 
 KNOBS = [("model.n_kv_heads", [1, 2, 4, 8, 16, 32]), ("quant.w_bits", {"low": 3, "high": 16, "integer": True}),
