@@ -121,7 +121,9 @@ def _settings_and_constraints(o: dict, c: dict, base: dict):
     check("learning_rate", o.get("learning_rate"), lambda v: v > 0, "must be a positive step size")
     check("penalty", o.get("penalty"), lambda v: v > 0, "must be a positive penalty weight")
     check("local_search_rounds", o.get("local_search_rounds"), lambda v: v >= 0, "must be >= 0")
-    check("budget", o.get("budget"), lambda v: v >= 1, "must be a positive number of evaluations (or null)")
+    from dse.explore.search import MIN_BUDGET
+    check("budget", o.get("budget"), lambda v: v >= MIN_BUDGET,
+          f"must be at least {MIN_BUDGET} evaluations (the gradient phase's shortest descent; or null)")
     check("constraints.loss_delta", c.get("loss_delta"), lambda v: v >= 0,
           "must be >= 0 nats (the loss may rise by at most this much over the baseline)")
     for key, v in c.items():

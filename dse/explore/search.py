@@ -42,6 +42,8 @@ SMALL = 16
 BATCHES = (1024,)
 #: starts of the gradient phase (fixed, so one compile serves every budget and seed)
 STARTS = 8
+#: the smallest budget: the shortest descent (STARTS × 4 steps) plus as many exact evaluations
+MIN_BUDGET = 2 * STARTS * 4
 #: step size of the evolution phase, in units of each knob's whole range (mapped to the unit interval)
 EVOLVE_SIGMA = 0.15
 
@@ -225,6 +227,8 @@ def budgeted_search(run_descent, score_rows, knobs: list[Knob], base_values: np.
     the starts ``u0`` (checkpoints, starts, knobs); ``score_rows(x)``: exact (objective, total
     violation; inf if invalid) of rows of knob values.
     """
+    if budget < MIN_BUDGET:
+        raise ValueError(f"budget={budget}: the budgeted search needs at least {MIN_BUDGET} evaluations")
     rng = np.random.default_rng(seed)
     values = [np.asarray(k.values, float) for k in knobs]
     sizes = [len(v) for v in values]
@@ -251,8 +255,9 @@ def budgeted_search(run_descent, score_rows, knobs: list[Knob], base_values: np.
     order = sorted(range(len(cand)), key=lambda i: _key(scores[i]))
     queue = list(dict.fromkeys(tuple(int(x) for x in cand[i]) for i in order))  # distinct starts, best first
     # evolution from the best rounded design; its best joins the local search's starts, first
-    evolve(scorer, scorer.best_idx, sizes, int(scorer.left * evolve_share(budget)), seed)
-    queue.insert(0, tuple(int(x) for x in scorer.best_idx))
+    if scorer.best_idx is not None:
+        evolve(scorer, scorer.best_idx, sizes, int(scorer.left * evolve_share(budget)), seed)
+        queue.insert(0, tuple(int(x) for x in scorer.best_idx))
     # iterated local search: from each rounded start in turn, then from kicks of the best design
     while scorer.left > 0:
         if queue:

@@ -194,6 +194,7 @@ def test_bad_sweep_options_are_one_line(make_cfg, tmp_path, monkeypatch, capsys,
     ("optimize.steps=0", "optimize.steps=0: must be a positive"),
     ("optimize.constraints.loss_delta=-1", "optimize.constraints.loss_delta=-1: must be >= 0"),
     ("optimize.starts=0", "optimize.starts=0"),
+    ("optimize.budget=10", "optimize.budget=10: must be at least 64 evaluations"),
 ])
 def test_bad_optimize_settings_are_one_line(make_cfg, tmp_path, monkeypatch, capsys, override, needle):
     err = _error(make_cfg, tmp_path, monkeypatch, capsys, "task=optimize", override)
