@@ -329,7 +329,12 @@ def _descent(u0, steps, penalty, learning_rate, scale, box, design, hw, acc, hwp
         obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
         return obj + weight * jnp.sum(constraints.violations(m) ** 2)
 
-    us = descend(loss, u0, penalty, steps, opt=getattr(optax, optimizer)(learning_rate))
+    # gradients clipped to norm 1 before Adam: a constraint touched late in the run, when the penalty weight
+    # is 10⁴× its start, gave gradients ~10⁶× the objective's; Adam's second moment then remembered them
+    # for ~1,000 steps and every later step was tiny (long_context at 1e4: batch stuck at 4.7 of an optimum
+    # of 47), or the step after a spike jumped across the box
+    opt = optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, optimizer)(learning_rate))
+    us = descend(loss, u0, penalty, steps, opt=opt)
     return jax.vmap(jax.vmap(lambda u: _relax(u, lows, highs, logs)))(us)
 
 
