@@ -42,24 +42,30 @@ def run_optimize(s: Setup, out: Path) -> dict:
     if not hasattr(optax, settings.optimizer):
         raise DesignError(f"optimize.optimizer={settings.optimizer!r}: not an optax optimizer (e.g. adam, sgd, lion)")
     r = optimize(s.design, s.hw, s.acc, s.conv, knobs, o["objective"], cons, settings)
-    d, h = s.design, s.hw
-    for k, v in zip(knobs, r.legal):
-        d, h = set_knob(d, h, k.key, float(v))
+    def design_at(values):
+        d, h = s.design, s.hw
+        for k, v in zip(knobs, values):
+            d, h = set_knob(d, h, k.key, float(v))
+        return d, h
+    d, h = design_at(r.legal)
     metric, sign = OBJECTIVES[o["objective"]]
-    obj = lambda m: float(objective_of(m, o["objective"], d.workload))  # noqa: E731
+
+    def obj(m, design=d):  # each design's own workload: tco_usd_per_mtok and cost_per_token scale with its tp
+        return float(objective_of(m, o["objective"], design.workload))
+    base_obj, cont_obj = obj(base, s.design), obj(r.continuous_metrics, design_at(r.continuous)[0])
     legal_cons = {name: {"value": float(v), "limit": float(lim), "slack": float(lim - v), "satisfied": bool(v <= lim)}
                   for name, (v, lim) in cons.values(r.legal_metrics).items()}
     result = {
         "objective": o["objective"], "feasible": r.feasible, "evaluations": r.evaluations,
         "message": "all constraints satisfied" if r.feasible else
                    "INFEASIBLE: no legal design satisfies every constraint; this is the least-violating one",
-        "continuous": {**{k.key: float(v) for k, v in zip(knobs, r.continuous)}, "objective": obj(r.continuous_metrics),
+        "continuous": {**{k.key: float(v) for k, v in zip(knobs, r.continuous)}, "objective": cont_obj,
                        "metrics": r.continuous_metrics},
         "legal": {**{k.key: float(v) for k, v in zip(knobs, r.legal)}, "objective": obj(r.legal_metrics),
                   "metrics": r.legal_metrics},
         "constraints": legal_cons,
-        "baseline": {"objective": obj(base), "metrics": base},
-        "improvement": obj(base) / obj(r.legal_metrics) if sign > 0 else obj(r.legal_metrics) / obj(base),
+        "baseline": {"objective": base_obj, "metrics": base},
+        "improvement": base_obj / obj(r.legal_metrics) if sign > 0 else obj(r.legal_metrics) / base_obj,
         "sensitivity_10pct": sensitivity(d, h, s.acc, s.conv, o["objective"]),
         **({"balance": balance(d, h, s.acc, s.conv, o["objective"])}
            if any(k.key.startswith("hardware.") for k in knobs) else {}),
@@ -73,9 +79,9 @@ def run_optimize(s: Setup, out: Path) -> dict:
     _plot_trace(out / "trace.png", trace, o["objective"])
     print(f"{result['message']} after {r.evaluations:,} evaluations")
     label, shown = user_objective(o["objective"])  # tokens/s as users think of it, not −tokens/s
-    print(pd.DataFrame([{"": "baseline", **{k.key: float(_get(s, k.key)) for k in knobs}, label: shown(obj(base))},
+    print(pd.DataFrame([{"": "baseline", **{k.key: float(_get(s, k.key)) for k in knobs}, label: shown(base_obj)},
                         {"": "continuous", **{k.key: v for k, v in zip(knobs, r.continuous)},
-                         label: shown(obj(r.continuous_metrics))},
+                         label: shown(cont_obj)},
                         {"": "legal", **{k.key: v for k, v in zip(knobs, r.legal)},
                          label: shown(obj(r.legal_metrics))}]).to_markdown(index=False, floatfmt=".4g"))
     print("constraints: " + ", ".join(

@@ -232,6 +232,18 @@ def test_infeasible_optimize_shows_violations_as_such(make_cfg, tmp_path, monkey
     assert "decode_tokens_per_s (tokens/s, max)" in out and "neg_decode" not in out
 
 
+def test_optimize_reports_the_baseline_objective_at_its_own_tensor_parallelism(make_cfg, tmp_path, monkeypatch):
+    # before: the baseline's USD per million tokens was computed with the optimum's tp (×4 when it chose tp=4)
+    import dse
+    from dse.explore.optimize import objective_of
+    r = _run(make_cfg, tmp_path, monkeypatch, "task=optimize", "optimize.steps=5", "optimize.starts=1",
+             "optimize.objective=tco_usd_per_mtok", "+optimize.knobs.workload.tp=[4,8]")
+    assert r["legal"]["workload.tp"] in (4, 8)
+    d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload())  # the default study's design, tp=1
+    want = float(objective_of(r["baseline"]["metrics"], "tco_usd_per_mtok", d.workload))
+    assert r["baseline"]["objective"] == pytest.approx(want, rel=1e-12)
+
+
 def test_python_api_takes_ints_and_grad_works(llama7b, h100):
     import jax
 
