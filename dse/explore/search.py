@@ -9,7 +9,7 @@ pytrees is searchable without a change here. Continuous knobs are fine grids (``
 
 1. Gradient phase (``grad_share``: 20% of the budget up to 10⁴ evaluations, 50% from 10⁵):
    rounds of ``STARTS`` points in the relaxed box (a sigmoid per knob, log space for log knobs)
-   descend the smooth model with Adam under squared-hinge
+   descend the smooth model with Adam (gradients clipped to norm 1) under squared-hinge
    penalties whose weight grows 10⁴× over the run; the iterates are kept at ten checkpoints.
 2. Rounding: every checkpoint is rounded to its nearest legal point (in log space for log knobs),
    and each start's last iterate also to random floor/ceil combinations; all are scored exactly.
