@@ -16,9 +16,9 @@ from dse.app.common import Setup, evaluate_jit, hydra_overrides, meta
 from dse.app.sweep_task import flatten_space
 from dse.core.design import DesignError
 from dse.explore.export import pyplot, save_figure, write_csv, write_json
-from dse.explore.optimize import (OBJECTIVES, Constraints, Settings, balance, check_knobs, objective_of, optimize,
-                                  sensitivity)
-from dse.explore.space import parse_space, set_knob, validate_knobs
+from dse.explore.optimize import (OBJECTIVES, Constraints, Settings, balance, check_knobs, designs_at, objective_of,
+                                  optimize, sensitivity)
+from dse.explore.space import parse_space, validate_knobs
 from dse.explore.tables import flat_metrics
 
 
@@ -42,17 +42,14 @@ def run_optimize(s: Setup, out: Path) -> dict:
     if not hasattr(optax, settings.optimizer):
         raise DesignError(f"optimize.optimizer={settings.optimizer!r}: not an optax optimizer (e.g. adam, sgd, lion)")
     r = optimize(s.design, s.hw, s.acc, s.conv, knobs, o["objective"], cons, settings)
-    def design_at(values):
-        d, h = s.design, s.hw
-        for k, v in zip(knobs, values):
-            d, h = set_knob(d, h, k.key, float(v))
-        return d, h
-    d, h = design_at(r.legal)
+    keys = tuple(k.key for k in knobs)
+    d, h = designs_at([float(v) for v in r.legal], s.design, s.hw, keys)
     metric, sign = OBJECTIVES[o["objective"]]
 
     def obj(m, design=d):  # each design's own workload: tco_usd_per_mtok and cost_per_token scale with its tp
         return float(objective_of(m, o["objective"], design.workload))
-    base_obj, cont_obj = obj(base, s.design), obj(r.continuous_metrics, design_at(r.continuous)[0])
+    cont_design = designs_at([float(v) for v in r.continuous], s.design, s.hw, keys)[0]
+    base_obj, cont_obj = obj(base, s.design), obj(r.continuous_metrics, cont_design)
     legal_cons = {name: {"value": float(v), "limit": float(lim), "slack": float(lim - v), "satisfied": bool(v <= lim)}
                   for name, (v, lim) in cons.values(r.legal_metrics).items()}
     result = {

@@ -120,7 +120,8 @@ SCORE_BLOCK = 1024
 _full_metrics_jit = jax.jit(full_metrics, static_argnames=("conv", "smooth"))  # one design: compiled, not op by op
 
 
-def _designs(values, design, hw, keys):
+def designs_at(values, design, hw, keys):
+    """(design, hardware) with knob ``keys[j]`` set to ``values[j]``."""
     d, h = design, hw
     for j, key in enumerate(keys):
         d, h = set_knob(d, h, key, values[j])
@@ -136,7 +137,7 @@ def _relax(u, lows, highs, logs):
 def exact_batch(values, design, hw, acc, hwp=None, *, conv, keys, objective, constraints):
     """Exact metrics, objective, violations and validity of a batch of knob-value rows."""
     def one(v):
-        d, h = _designs(v, design, hw, keys)
+        d, h = designs_at(v, design, hw, keys)
         m = full_metrics(d, h, conv, acc, hwp)
         return {"objective": objective_of(m, objective, d.workload), "violation": constraints.violations(m),
                 "valid": is_valid(d), "metrics": m}
@@ -181,7 +182,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     opt = getattr(optax, settings.optimizer)(settings.learning_rate)
 
     def loss(u, weight):
-        d, h = _designs(_relax(u, lows, highs, logs), design, hw, keys)
+        d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
         m = full_metrics(d, h, conv, acc, hwp, smooth=True)
         obj = objective_of(m, objective, d.workload) / scale
         viol = constraints.violations(m)
@@ -287,7 +288,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     _, _, out = score(legal[None])
     best_start = int(np.argmin(np.where(np.asarray(viols[-1]) <= 1e-3, np.asarray(objs[-1]), np.inf))) \
         if (np.asarray(viols[-1]) <= 1e-3).any() else int(np.argmin(np.asarray(viols[-1])))
-    d, h = _designs(jnp.asarray(cont[best_start]), design, hw, keys)
+    d, h = designs_at(jnp.asarray(cont[best_start]), design, hw, keys)
     cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True).items()}
     return Result(cont[best_start], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
                   bool(feasible), evals, {"objective": np.asarray(objs), "max_violation": np.asarray(viols)})
@@ -323,7 +324,7 @@ def _descent(u0, steps, penalty, learning_rate, scale, box, design, hw, acc, hwp
     lows, highs, logs = box
 
     def loss(u, weight):
-        d, h = _designs(_relax(u, lows, highs, logs), design, hw, keys)
+        d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
         m = full_metrics(d, h, conv, acc, hwp, smooth=True)
         rel = objective_of(m, objective, d.workload) / jnp.abs(scale)  # log of a cost, −log of a rate
         obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
@@ -357,7 +358,7 @@ def _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hw
                       constraints=constraints)
     v_last, o_last = trace["max_violation"][-1], trace["objective"][-1]
     i = int(np.argmin(np.where(v_last <= 0, o_last, np.inf))) if (v_last <= 0).any() else int(np.argmin(v_last))
-    d, h = _designs(jnp.asarray(cont[i]), design, hw, keys)
+    d, h = designs_at(jnp.asarray(cont[i]), design, hw, keys)
     cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True).items()}
     return Result(cont[i], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
                   bool(scorer.best[0] <= 0), scorer.used, trace)
