@@ -17,7 +17,7 @@ from dse.app.sweep_task import flatten_space
 from dse.core.design import DesignError
 from dse.explore.export import pyplot, save_figure, write_csv, write_json
 from dse.explore.optimize import (OBJECTIVES, Constraints, Settings, balance, check_knobs, designs_at, objective_of,
-                                  optimize, sensitivity)
+                                  optimize, reads_serve, sensitivity)
 from dse.explore.space import parse_space, validate_knobs
 from dse.explore.tables import flat_metrics
 
@@ -30,7 +30,6 @@ def run_optimize(s: Setup, out: Path) -> dict:
     if not knobs:
         raise DesignError("optimize.knobs: empty; give at least one knob with its legal values")
     validate_knobs(knobs, s.design, s.hw)
-    check_knobs(knobs)
     from dse.app.validity import check_finite_metrics, check_physical
     check_physical(s, {k.key: float(k.values.max()) for k in knobs})
     from dse.core.hwcost import hardware_cost
@@ -38,6 +37,10 @@ def run_optimize(s: Setup, out: Path) -> dict:
     check_finite_metrics(base, "the baseline design")
     c = o.get("constraints") or {}
     settings, cons = _settings_and_constraints(o, c, base)
+    check_knobs(knobs, o["objective"], cons)
+    if reads_serve(o["objective"], cons):  # the steady-state serving model's figures of the baseline deployment
+        from dse.core.serving import serve_jit
+        base.update(flat_metrics({f"serve.{k}": v for k, v in serve_jit(s.design, s.hw, s.conv).items()}))
     import optax
     if not hasattr(optax, settings.optimizer):
         raise DesignError(f"optimize.optimizer={settings.optimizer!r}: not an optax optimizer (e.g. adam, sgd, lion)")
@@ -99,7 +102,8 @@ def run_optimize(s: Setup, out: Path) -> dict:
 
 #: the unit a user reads each optimized metric in (objectives are minimized internally)
 UNITS = {"tpot_s": "s", "ttft_s": "s", "e2e_s": "s", "tokens_per_s": "tokens/s", "decode_tokens_per_s": "tokens/s",
-         "cost_per_token": "device-s/token", "tco_usd_per_mtok": "USD/M tokens"}
+         "cost_per_token": "device-s/token", "tco_usd_per_mtok": "USD/M tokens",
+         "serve_cost_per_token": "device-s/token", "serve_tco_usd_per_mtok": "USD/M tokens"}
 
 
 def user_objective(name: str):

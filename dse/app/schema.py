@@ -176,6 +176,8 @@ class ConstraintsConfig:
     max_area_mm2: Optional[float] = None
     max_power_w: Optional[float] = None
     max_price_usd: Optional[float] = None
+    max_serve_tpot_s: Optional[float] = None
+    max_serve_ttft_s: Optional[float] = None
 
 
 def _optimize_schema():

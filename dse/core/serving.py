@@ -224,7 +224,7 @@ def serve(design: Design, hw: Hardware, conv: Conventions = DEFAULT, draft: Arch
         "disagg_balance": jnp.where(disagg, prefill_rate / decode_rate, 1.0), "kv_transfer_s": t_kv,
         "j_per_token": watts / jnp.maximum(out_tps, _TINY),
         "usd_per_mtok": n_dev * hw.usd_per_hour / 3600.0 / jnp.maximum(out_tps, _TINY) * 1e6,
-        "kv_free_bytes": free, "fits_memory": fits,
+        "kv_free_bytes": free, "kv_request_bytes": per_token * blocks * w.kv_block, "fits_memory": fits,
     }
 
 

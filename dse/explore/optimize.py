@@ -37,7 +37,13 @@ BLOCK_MAX = 2048
 #: the devices' price amortized over their lifetime plus their energy at TDP.
 OBJECTIVES = {"tpot_s": ("tpot_s", 1.0), "ttft_s": ("ttft_s", 1.0), "e2e_s": ("e2e_s", 1.0),
               "neg_tokens_per_s": ("tokens_per_s", -1.0), "neg_decode_tokens_per_s": ("decode_tokens_per_s", -1.0),
-              "cost_per_token": ("cost_per_token", 1.0), "tco_usd_per_mtok": ("tco_usd_per_mtok", 1.0)}
+              "cost_per_token": ("cost_per_token", 1.0), "tco_usd_per_mtok": ("tco_usd_per_mtok", 1.0),
+              "serve_cost_per_token": ("serve_cost_per_token", 1.0),
+              "serve_tco_usd_per_mtok": ("serve_tco_usd_per_mtok", 1.0)}
+#: objectives of the steady-state serving model (dse.core.serving): continuous batching at the
+#: deployment's concurrency, chunked prefill, speculative decoding, pipeline stages and replicas —
+#: per device of the whole deployment (``serve.n_devices``), per generated token
+SERVE_OBJECTIVES = frozenset({"serve_cost_per_token", "serve_tco_usd_per_mtok"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,13 @@ class Constraints:
     max_area_mm2: float | None = None  # per device, logic die area of the hardware cost model
     max_power_w: float | None = None  # per device, TDP of the hardware cost model
     max_price_usd: float | None = None  # per device, price of the hardware cost model
+    max_serve_tpot_s: float | None = None  # steady-state inter-token latency of the serving model (serve.tpot_s)
+    max_serve_ttft_s: float | None = None  # steady-state time to first token of the serving model (serve.ttft_s)
+
+    @property
+    def serving(self) -> bool:
+        """Whether a constraint reads the steady-state serving model (``serve.*``)."""
+        return self.max_serve_tpot_s is not None or self.max_serve_ttft_s is not None
 
     def values(self, m: dict) -> dict:
         """name → (value, limit); satisfied when value <= limit."""
@@ -63,9 +76,12 @@ class Constraints:
         if self.max_tpot_s is not None:
             out["tpot_s"] = (m["tpot_s"], self.max_tpot_s)
         for name, key in (("max_ttft_s", "ttft_s"), ("max_area_mm2", "hw.die_area_mm2"), ("max_power_w", "hw.power_w"),
-                          ("max_price_usd", "hw.price_usd")):
+                          ("max_price_usd", "hw.price_usd"), ("max_serve_tpot_s", "serve.tpot_s"),
+                          ("max_serve_ttft_s", "serve.ttft_s")):
             if getattr(self, name) is not None:
                 out[key] = (m[key], getattr(self, name))
+        if self.fits_memory and "serve.kv_request_bytes" in m:  # the KV cache holds at least one request:
+            out["serve.kv_request_bytes"] = (m["serve.kv_request_bytes"], m["serve.kv_free_bytes"])
         return out
 
     def violations(self, m: dict):
@@ -87,6 +103,11 @@ class Settings:
     search_learning_rate: float = 0.4  # Adam's step in the budgeted search (tuned on arch_quant at 1e3: 0.05 → 0.4)
 
 
+def reads_serve(objective: str, constraints: Constraints | None = None) -> bool:
+    """Whether an objective or the constraints need the serving model's ``serve.*`` metrics."""
+    return objective in SERVE_OBJECTIVES or bool(constraints and constraints.serving)
+
+
 def replica_devices(w):
     """Devices of one model replica: tensor-parallel × attention-data-parallel × pipeline stages
     (``tokens_per_s`` is one replica's: ``batch`` counts its sequences; dse.core.design.Workload)."""
@@ -104,20 +125,30 @@ def objective_of(m: dict, name: str, w):
         return replica_devices(w) / m["tokens_per_s"]
     if metric == "tco_usd_per_mtok":
         return 1e6 * replica_devices(w) * m["hw.usd_per_s"] / m["tokens_per_s"]
+    if metric == "serve_cost_per_token":
+        return m["serve.n_devices"] / m["serve.tokens_per_s"]
+    if metric == "serve_tco_usd_per_mtok":
+        return 1e6 * m["serve.n_devices"] * m["hw.usd_per_s"] / m["serve.tokens_per_s"]
     return sign * m[metric]
 
 
 def full_metrics(design: Design, hw: Hardware, conv: Conventions, acc, hwp: HwCostParams | None = None, *,
-                 smooth: bool = False) -> dict:
-    """``evaluate``'s metrics plus the hardware cost model's (``hw.*``: area, price, power, USD per second)."""
-    return {**evaluate(design, hw, conv, acc, smooth=smooth), **hardware_cost(hw, hwp or HwCostParams())}
+                 smooth: bool = False, serving: bool = False) -> dict:
+    """``evaluate``'s metrics plus the hardware cost model's (``hw.*``: area, price, power, USD per second),
+    and with ``serving`` the steady-state serving model's (``serve.*``, :func:`dse.core.serving.serve`;
+    speculative drafts, if any, from the model's own MTP head)."""
+    m = {**evaluate(design, hw, conv, acc, smooth=smooth), **hardware_cost(hw, hwp or HwCostParams())}
+    if serving:
+        from dse.core.serving import serve
+        m.update({f"serve.{k}": v for k, v in serve(design, hw, conv).items()})
+    return m
 
 
 #: rows per exact evaluation call of ``optimize`` (one compiled shape)
 SCORE_BLOCK = 1024
 
 
-_full_metrics_jit = jax.jit(full_metrics, static_argnames=("conv", "smooth"))  # one design: compiled, not op by op
+_full_metrics_jit = jax.jit(full_metrics, static_argnames=("conv", "smooth", "serving"))  # one design: compiled, not op by op
 
 
 def designs_at(values, design, hw, keys):
@@ -138,9 +169,11 @@ def exact_batch(values, design, hw, acc, hwp=None, *, conv, keys, objective, con
     """Exact metrics, objective, violations and validity of a batch of knob-value rows."""
     def one(v):
         d, h = designs_at(v, design, hw, keys)
-        m = full_metrics(d, h, conv, acc, hwp)
+        serving = reads_serve(objective, constraints)
+        m = full_metrics(d, h, conv, acc, hwp, serving=serving)
+        valid = is_valid(d) & m["serve.fits_memory"] if serving else is_valid(d)
         return {"objective": objective_of(m, objective, d.workload), "violation": constraints.violations(m),
-                "valid": is_valid(d), "metrics": m}
+                "valid": valid, "metrics": m}
     return map_points(one, values)
 
 
@@ -155,35 +188,38 @@ class Result:
     trace: dict = field(default_factory=dict)  # step → arrays over starts
 
 
-def check_knobs(knobs: list[Knob]) -> None:
+def check_knobs(knobs: list[Knob], objective: str, constraints: Constraints) -> None:
     """Every knob must move some objective or constraint: a serving knob (``SERVE_KNOBS``: concurrency,
     chunked prefill, speculative decoding, disaggregation, ...) changes only the steady-state ``serve.*``
-    metrics, which no objective of ``optimize`` reads — its "optimum" would be arbitrary."""
+    metrics, so it needs a ``serve_*`` objective or a ``max_serve_*`` constraint — else its "optimum"
+    would be arbitrary."""
     from dse.core.serving import SERVE_KNOBS
     serving = [k.key for k in knobs if k.key in SERVE_KNOBS]
-    if serving:
+    if serving and not reads_serve(objective, constraints):
         raise DesignError(f"optimize.knobs: {serving} are serving knobs: they change only the steady-state serve.* "
-                          "metrics, which no optimize objective or constraint reads; search them with task=serve "
-                          "or sweep them with task=sweep (the serve.* columns)")
+                          f"metrics, which optimize.objective={objective!r} and the constraints do not read; use a "
+                          f"serve objective ({', '.join(sorted(SERVE_OBJECTIVES))}) or a constraint max_serve_tpot_s / "
+                          "max_serve_ttft_s, or search them with task=serve")
 
 
 def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions, knobs: list[Knob],
              objective: str, constraints: Constraints, settings: Settings = Settings(),
              hwp: HwCostParams | None = None) -> Result:
     hwp = hwp or HwCostParams()
-    check_knobs(knobs)
+    check_knobs(knobs, objective, constraints)
+    serving = reads_serve(objective, constraints)
     design = specialize_design(design, knobs)
     keys = tuple(k.key for k in knobs)
     lows = jnp.asarray([k.low for k in knobs])
     highs = jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs])
     logs = jnp.asarray([k.log for k in knobs])
-    base = _full_metrics_jit(design, hw, conv, acc, hwp)
+    base = _full_metrics_jit(design, hw, conv, acc, hwp, serving=serving)
     scale = jnp.abs(objective_of(base, objective, design.workload)) + 1e-30
     opt = getattr(optax, settings.optimizer)(settings.learning_rate)
 
     def loss(u, weight):
         d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
-        m = full_metrics(d, h, conv, acc, hwp, smooth=True)
+        m = full_metrics(d, h, conv, acc, hwp, smooth=True, serving=serving)
         obj = objective_of(m, objective, d.workload) / scale
         viol = constraints.violations(m)
         return obj + weight * jnp.sum(viol ** 2), (obj, jnp.max(viol, initial=0.0))
@@ -289,7 +325,8 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     best_start = int(np.argmin(np.where(np.asarray(viols[-1]) <= 1e-3, np.asarray(objs[-1]), np.inf))) \
         if (np.asarray(viols[-1]) <= 1e-3).any() else int(np.argmin(np.asarray(viols[-1])))
     d, h = designs_at(jnp.asarray(cont[best_start]), design, hw, keys)
-    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True).items()}
+    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True,
+                                                              serving=reads_serve(objective, constraints)).items()}
     return Result(cont[best_start], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
                   bool(feasible), evals, {"objective": np.asarray(objs), "max_violation": np.asarray(viols)})
 
@@ -325,7 +362,7 @@ def _descent(u0, steps, penalty, learning_rate, scale, box, design, hw, acc, hwp
 
     def loss(u, weight):
         d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
-        m = full_metrics(d, h, conv, acc, hwp, smooth=True)
+        m = full_metrics(d, h, conv, acc, hwp, smooth=True, serving=reads_serve(objective, constraints))
         rel = objective_of(m, objective, d.workload) / jnp.abs(scale)  # log of a cost, −log of a rate
         obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
         return obj + weight * jnp.sum(constraints.violations(m) ** 2)
@@ -359,7 +396,8 @@ def _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hw
     v_last, o_last = trace["max_violation"][-1], trace["objective"][-1]
     i = int(np.argmin(np.where(v_last <= 0, o_last, np.inf))) if (v_last <= 0).any() else int(np.argmin(v_last))
     d, h = designs_at(jnp.asarray(cont[i]), design, hw, keys)
-    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True).items()}
+    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True,
+                                                              serving=reads_serve(objective, constraints)).items()}
     return Result(cont[i], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
                   bool(scorer.best[0] <= 0), scorer.used, trace)
 
@@ -374,7 +412,8 @@ def sensitivity(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convent
     cost objective (``tco_usd_per_mtok``) the resource's price and power are included, so at an
     interior optimum of a hardware design every value is near 0 (no resource pays for more of it).
     """
-    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp), objective, design.workload))  # noqa: E731
+    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp, serving=reads_serve(objective)),  # noqa: E731
+                                       objective, design.workload))
     base = obj(hw)
     groups = {"mem_bw": ("mem_bw",), "peak_flops": ("peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4"),
               "link_bw": ("link_bw",), "mem_capacity": ("mem_capacity",)}
@@ -402,7 +441,8 @@ def balance(design: Design, hw: Hardware, acc: AccuracyParams, conv: Conventions
     fixed; price and power follow through the cost model): > 1 on both sides at an optimum.
     """
     from dse.core.hwcost import tensor_flops16
-    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp), objective, design.workload))  # noqa: E731
+    obj = lambda h: float(objective_of(full_metrics(design, h, conv, acc, hwp, serving=reads_serve(objective)),  # noqa: E731
+                                       objective, design.workload))
     base = obj(hw)
     peaks = ("peak_fp32", "peak_fp16", "peak_fp8", "peak_int8", "peak_int4")
     curve = {}

@@ -125,7 +125,8 @@ def validate_knobs(knobs: list[Knob], design: Design, hw: Hardware) -> None:
     """
     from dse.core.design import validate_design
     from dse.core.hardware import validate_hardware
-    coupled = {"model.n_kv_heads", "workload.tp", "model.n_heads", "model.d_ff", "model.d_model"}
+    coupled = {"model.n_kv_heads", "workload.tp", "model.n_heads", "model.d_ff", "model.d_model", "workload.ep",
+               "workload.attn_dp", "model.n_experts"}
     n_coupled = len(coupled.intersection(k.key for k in knobs))
     for k in knobs:
         tree, _ = _knob_target(k.key)

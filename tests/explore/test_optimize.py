@@ -1,4 +1,5 @@
 """Co-design against exhaustive enumeration: within 1% of the grid's optimum with <= 2% of its evaluations."""
+import dataclasses
 import itertools
 
 import jax
@@ -96,12 +97,53 @@ def test_cost_per_token_counts_every_device_of_the_replica():
     assert objective_of(m, "neg_tokens_per_s", w) == -500.0
 
 
-def test_serving_knobs_are_refused_not_silently_optimized():
-    """A serving knob (speculative drafts, concurrency, ...) moves only the serve.* metrics, which no
-    objective of optimize reads: without this check its 'optimum' was whatever value the search
+def test_serving_knobs_are_refused_without_a_serving_objective_or_constraint():
+    """A serving knob (speculative drafts, concurrency, ...) moves only the serve.* metrics: with an
+    objective and constraints that do not read them its 'optimum' was whatever value the search
     happened to hold (the objective did not depend on it)."""
     from dse.core.design import DesignError
     d = dse.Design(dse.load_model("llama2_7b"), dse.Quant(), dse.Workload(batch=8, prompt_len=512, gen_len=64))
     knobs = [parse_knob("workload.spec_k", [0, 2, 4]), parse_knob("workload.batch", [1, 8, 64])]
-    with pytest.raises(DesignError, match=r"workload.spec_k.*serving knobs"):
+    with pytest.raises(DesignError, match=r"workload.spec_k.*serving knobs.*serve_cost_per_token"):
         optimize(d, dse.load_hardware("h100_sxm"), dse.load_accuracy(), dse.DEFAULT, knobs, "tpot_s", Constraints())
+
+
+def test_serving_knobs_optimized_to_the_enumerated_optimum():
+    """Concurrency, speculative draft length and bits of a served 8B model (continuous batching,
+    dse.core.serving) under a steady-state TPOT SLO and the loss budget: the budgeted search's legal
+    design is the optimum of the whole grid (9,996 points), enumerated through ``serve`` and
+    ``evaluate`` directly; the objective is device-seconds per generated token of the deployment."""
+    from dse.core.serving import serve
+    from dse.explore.optimize import Settings
+    d = dse.Design(specialize(dse.load_model("llama3_8b")), dse.Quant(),
+                   dse.Workload(batch=1, prompt_len=2048, gen_len=256, spec_alpha=0.7, chunk_tokens=2048))
+    hw, acc = dse.load_hardware("h100_sxm"), dse.load_accuracy()
+    space = {"workload.concurrency": {"low": 1, "high": 512, "num": 40, "log": True, "integer": True},
+             "workload.spec_k": [0, 1, 2, 3, 4, 5, 6], "quant.w_bits": {"low": 3, "high": 16, "integer": True},
+             "quant.kv_bits": [4, 8, 16]}
+    knobs = [parse_knob(k, v) for k, v in space.items()]
+    loss_max = float(dse.evaluate(d, hw, dse.DEFAULT, acc)["loss_proxy"]) + 0.02
+    slo = 0.018
+    cons = Constraints(loss_max=loss_max, max_tpot_s=None, max_serve_tpot_s=slo)
+    r = optimize(d, hw, acc, dse.DEFAULT, knobs, "serve_cost_per_token", cons, Settings(budget=2000))
+
+    grid = np.array(list(itertools.product(*[k.values for k in knobs])), float)
+
+    @jax.jit
+    def enumerate_(rows):
+        def one(x):
+            w = dataclasses.replace(d.workload, concurrency=x[0], spec_k=x[1])
+            q = dataclasses.replace(d.quant, w_bits=x[2], kv_bits=x[3])
+            design = dataclasses.replace(d, quant=q, workload=w)
+            s, m = serve(design, hw, dse.DEFAULT), dse.evaluate(design, hw, dse.DEFAULT, acc)
+            ok = s["fits_memory"] & (m["loss_proxy"] <= loss_max) & (m["memory_bytes"] <= m["mem_capacity_bytes"])
+            return jnp.where(ok, s["n_devices"] / s["tokens_per_s"], jnp.inf), s["tpot_s"]
+        return jax.lax.map(one, rows, batch_size=1024)
+    costs, tpot = map(np.asarray, enumerate_(jnp.asarray(grid)))
+    best = np.where(tpot <= slo, costs, np.inf).min()
+    assert np.isfinite(best) and r.feasible
+    assert r.legal_metrics["serve.tpot_s"] <= slo
+    found = r.legal_metrics["serve.n_devices"] / r.legal_metrics["serve.tokens_per_s"]
+    assert found == pytest.approx(best, rel=1e-6), (dict(zip(space, r.legal)), dict(zip(space, grid[costs.argmin()])))
+    # the SLO binds: without it the cheapest design runs more requests at a slower TPOT
+    assert costs.min() < 0.95 * best and tpot[costs.argmin()] > slo
