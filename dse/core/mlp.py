@@ -87,7 +87,9 @@ def mlp_ops(s: Step) -> tuple[dict[str, Op], object]:
     touched = expected_experts(E, k, tokens_all)
     routed = _fused_mlp(s, nm, a.d_ff_expert / group, assignments, touched, assignments / jnp.maximum(E, 1.0))
     # activations: each shard reads its tokens' hidden states once (not once per tensor-parallel slice)
-    shard_tokens = assignments / s.ep
+    # (at most one shard per device of the group: equal to ep for every legal design, where ep divides the
+    # group; the optimizer's relaxation visits ep > tp·attn_dp, which must not read less than one device does)
+    shard_tokens = assignments / jnp.minimum(s.ep, group)
     ops["experts"] = routed._replace(act_read=shard_tokens * h * s.aB, act_write=shard_tokens * h * s.aB,
                                      load=jnp.where(s.ep > 1, a.moe_imbalance, 1.0))
     ops["moe_combine"] = ops["moe_dispatch"]

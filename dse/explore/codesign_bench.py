@@ -40,6 +40,9 @@ QUANT = {"quant.w_bits": {"low": 3, "high": 16, "integer": True},
          "quant.kv_bits": {"low": 2, "high": 16, "integer": True}}
 DEPLOY = {"workload.batch": {"low": 1, "high": 1024, "integer": True, "log": True},
           "workload.tp": [1, 2, 4, 8]}
+SERVE = {"workload.concurrency": {"low": 1, "high": 1024, "integer": True, "log": True},
+         "workload.chunk_tokens": {"low": 256, "high": 8192, "multiple_of": 256},
+         "workload.spec_k": [0, 1, 2, 3, 4, 5, 6]}
 HW = {"hardware.peak_flops.fp16": {"low": 50e12, "high": 4000e12, "num": 256, "log": True},
       "hardware.peak_flops.fp8": {"low": 100e12, "high": 8000e12, "num": 256, "log": True},
       "hardware.mem_bw": {"low": 0.5e12, "high": 16e12, "num": 256, "log": True},
@@ -58,6 +61,7 @@ class Problem:
     loss_delta: float = 0.02
     constraints: dict = field(default_factory=dict)  # Constraints fields other than loss_max
     note: str = ""
+    workload: dict = field(default_factory=dict)  # other fixed Workload fields (e.g. spec_alpha)
 
 
 PROBLEMS = {
@@ -82,22 +86,31 @@ PROBLEMS = {
     "full_codesign": Problem("llama3_8b", "h100_sxm", {**ARCH, **QUANT, **DEPLOY, **HW}, "tco_usd_per_mtok",
                              constraints={"max_tpot_s": 0.05, "max_price_usd": 2000.0, "max_power_w": 800.0},
                              note="architecture × compression × deployment × hardware, per dollar"),
+    "moe_serve": Problem("qwen3_30b_a3b", "h100_sxm",
+                         {"model.n_experts": [32, 64, 96, 128, 160, 192, 256],
+                          "model.top_k": {"low": 1, "high": 16, "integer": True},
+                          "model.d_ff_expert": {"low": 256, "high": 2048, "multiple_of": 128}, **QUANT,
+                          "workload.tp": [1, 2, 4, 8], "workload.ep": [1, 2, 4, 8], **SERVE},
+                         "serve_cost_per_token", workload={"spec_alpha": 0.7},
+                         constraints={"max_tpot_s": None, "max_serve_tpot_s": 0.03, "max_serve_ttft_s": 1.0},
+                         note="experts × compression × tensor/expert parallelism × continuous batching, chunked "
+                              "prefill and speculative drafts of a served MoE model under steady-state SLOs"),
 }
 
 
 def setup(name: str):
     """(design, hardware, accuracy, knobs, constraints, base objective) of a named problem."""
     import dse
-    from dse.explore.optimize import Constraints, full_metrics, objective_of
+    from dse.explore.optimize import Constraints, full_metrics, objective_of, reads_serve
     from dse.explore.space import parse_knob
     p = PROBLEMS[name]
     design = dse.Design(dse.load_model(p.model), dse.Quant(), dse.Workload(batch=1, prompt_len=p.prompt_len,
-                                                                           gen_len=p.gen_len))
+                                                                           gen_len=p.gen_len, **p.workload))
     hw, acc = dse.load_hardware(p.hardware), dse.load_accuracy()
     if any(k.startswith("hardware.peak_flops") for k in p.knobs):  # 8-bit integer work runs on the fp8 units:
         hw = dataclasses.replace(hw, peak_int8=0.0, peak_int4=0.0)  # their area is the knobs', not H100's fixed int8
     knobs = [parse_knob(k, v) for k, v in p.knobs.items()]
-    base = full_metrics(design, hw, dse.DEFAULT, acc)
+    base = full_metrics(design, hw, dse.DEFAULT, acc, serving=reads_serve(p.objective, Constraints(**p.constraints)))
     cons = Constraints(loss_max=float(base["loss_proxy"]) + p.loss_delta, fits_memory=True, **p.constraints)
     return design, hw, acc, knobs, cons, float(objective_of(base, p.objective, design.workload))
 
@@ -301,6 +314,7 @@ def verify(name: str, legal: dict, workdir: str) -> dict:
     fmt = lambda v: str(int(v)) if float(v).is_integer() and abs(v) < 1e9 else repr(float(v))  # noqa: E731
     args = [f"model={p.model}", f"hardware={p.hardware}", f"workload.prompt_len={p.prompt_len}",
             f"workload.gen_len={p.gen_len}", "task=evaluate", f"hydra.run.dir={workdir}/{name}"]
+    args += [f"workload.{k}={v}" for k, v in p.workload.items()]
     # the device exactly as the benchmark evaluated it (the catalog YAML the app reads may be another copy)
     names = {f"hardware.{f}": getattr(hw, f) for f in hw.__dataclass_fields__ if not f.startswith("peak_")}
     names.update({f"hardware.peak_flops.{q}": getattr(hw, "peak_" + ("fp16" if q == "bf16" else q))
@@ -318,7 +332,10 @@ def verify(name: str, legal: dict, workdir: str) -> dict:
     if cons.loss_max is not None:
         checks["loss_proxy"] = (r["loss_proxy"], cons.loss_max)
     for field_name, key in (("max_tpot_s", "tpot_s"), ("max_ttft_s", "ttft_s"), ("max_price_usd", "hw.price_usd"),
-                            ("max_power_w", "hw.power_w"), ("max_area_mm2", "hw.die_area_mm2")):
+                            ("max_power_w", "hw.power_w"), ("max_area_mm2", "hw.die_area_mm2"),
+                            ("max_serve_tpot_s", "serve.tpot_s"), ("max_serve_ttft_s", "serve.ttft_s")):
         if getattr(cons, field_name) is not None:
             checks[key] = (r[key], getattr(cons, field_name))
+    if cons.serving or p.objective.startswith("serve_"):  # the KV cache holds at least one request
+        checks["serve.kv_request_bytes"] = (r["serve.kv_request_bytes"], r["serve.kv_free_bytes"])
     return {k: (float(v), float(lim), bool(v <= lim * (1 + 1e-9))) for k, (v, lim) in checks.items()}

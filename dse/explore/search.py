@@ -18,7 +18,9 @@ pytrees is searchable without a change here. Continuous knobs are fine grids (``
    design and its step 0.15 of each knob's range: the population moves several knobs at once, which a
    one- or two-knob neighbourhood cannot (shape, bits and batch change together at a constraint).
 4. Iterated local search (the rest): from the best legal point, every knob moves to
-   each of its values (knobs of at most ``SMALL`` values) or by ±1, 2, 4, … legal steps, and every
+   each of its values (knobs of at most ``SMALL`` values) or by ±1, 2, 4, … legal steps, together with
+   joint ±1 moves of the knobs whose single moves were invalid (a validity rule couples them: expert
+   parallelism divides tensor parallelism, heads divide by it), and when no such move improves, every
    pair of knobs by ±1 step jointly (couplings such as heads and tensor parallelism); the best
    improving move is taken until none improves; then the search restarts from the next-best
    rounded start, and when those are used up, from a random kick of the best design.
@@ -100,8 +102,9 @@ def nearest_index(values: list[np.ndarray], logs, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def neighbours(idx: np.ndarray, sizes: list[int], pairs: bool = False) -> np.ndarray:
-    """Single-knob moves (all values of small knobs, ±2^i steps of large ones), or joint ±1 moves of pairs."""
+def neighbours(idx: np.ndarray, sizes: list[int], pairs: bool = False, among=None) -> np.ndarray:
+    """Single-knob moves (all values of small knobs, ±2^i steps of large ones), or joint ±1 moves of pairs
+    (of the knobs ``among``, default all)."""
     moves = []
     if not pairs:
         for j, n in enumerate(sizes):
@@ -114,7 +117,7 @@ def neighbours(idx: np.ndarray, sizes: list[int], pairs: bool = False) -> np.nda
             m[:, j] = targets
             moves.append(m)
     else:
-        for i, j in itertools.combinations(range(len(sizes)), 2):
+        for i, j in itertools.combinations(range(len(sizes)) if among is None else among, 2):
             for di, dj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
                 m = idx.copy()
                 m[i], m[j] = np.clip(m[i] + di, 0, sizes[i] - 1), np.clip(m[j] + dj, 0, sizes[j] - 1)
@@ -135,6 +138,12 @@ def local_search(scorer: Scorer, start: np.ndarray, sizes: list[int]) -> np.ndar
     while scorer.left > 0:
         cand = neighbours(cur, sizes, pairs)
         scores = scorer(cand)
+        if not pairs:  # knobs coupled by a validity rule (ep divides tp, heads divide by tp, ...) move together:
+            # joint ±1 moves of the knobs whose single moves gave an invalid design (tp 2 → 1 needs ep 2 → 1)
+            blocked = sorted({int(np.flatnonzero(c != cur)[0]) for c, sc in zip(cand, scores) if np.isinf(sc[0])})
+            if len(blocked) > 1:
+                extra = neighbours(cur, sizes, True, among=blocked)
+                cand, scores = np.concatenate([cand, extra]), scores + scorer(extra)
         j = min(range(len(cand)), key=lambda i: _key(scores[i]))
         if _better(scores[j], cur_score):
             cur, cur_score, pairs = cand[j], scores[j], False

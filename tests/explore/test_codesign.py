@@ -87,3 +87,25 @@ def test_hardware_design_meets_cost_and_power_budgets():
     m = dse.evaluate(d, h, dse.DEFAULT, acc)
     assert float(m["tpot_s"]) <= 0.05 and float(m["memory_bytes"]) <= float(h.mem_capacity)
 
+
+
+def test_benchmark_problems_are_large_and_legal():
+    """Issue 14's benchmark: each problem >= 10^12 legal points and >= 10 knobs, one with hardware knobs
+    under a cost budget, one with deployment knobs under SLOs, one with serving knobs under steady-state
+    SLOs; every knob's values are legal on the problem's base design (checked before any compile)."""
+    from dse.explore.codesign_bench import PROBLEMS, legal_points, setup
+    from dse.explore.space import validate_knobs
+    kinds = set()
+    for name, p in PROBLEMS.items():
+        design, hw, _, knobs, cons, base = setup(name)
+        assert len(knobs) >= 10 and legal_points(knobs) >= 1e12, name
+        validate_knobs(knobs, design, hw)
+        assert np.isfinite(base) and base > 0, name
+        keys = {k.key.split(".")[0] for k in knobs}
+        if "hardware" in keys and cons.max_price_usd:
+            kinds.add("hardware under a cost budget")
+        if {"workload.tp", "workload.batch"} <= {k.key for k in knobs} and cons.max_ttft_s:
+            kinds.add("deployment under SLOs")
+        if cons.serving and any(k.key == "workload.concurrency" for k in knobs):
+            kinds.add("serving under steady-state SLOs")
+    assert len(kinds) == 3, kinds
