@@ -7,7 +7,7 @@ import dse
 from dse.core.design import specialize
 from dse.core.hwcost import hardware_cost
 from dse.explore.optimize import Constraints, Settings, exact_batch, full_metrics, objective_of, optimize
-from dse.explore.search import Scorer, evolve, neighbours, nearest_index
+from dse.explore.search import Scorer, evolve, local_search, neighbours, nearest_index
 from dse.explore.space import parse_knob, set_knob
 from tests.explore.test_optimize import exhaustive
 
@@ -41,6 +41,21 @@ def test_evolution_moves_many_knobs_within_its_budget():
     evolve(scorer, np.full(8, 10), [64] * 8, budget=2_000, seed=0)
     assert scorer.used <= 2_000
     assert scorer.best[1] <= 8.0, scorer.best  # from 8 × 40² = 12,800 to within one step per knob on average
+
+
+def test_local_search_moves_knobs_coupled_by_validity_together():
+    # knobs 0 and 1 are legal only when equal (as ep must divide tp·attn_dp): from (3, 3) every single move
+    # of either is invalid, so reaching (0, 0) takes joint moves. Ten more knobs of 64 values sit at their
+    # optimum (index 32), so all-pairs moves cost 264 evaluations a step; within 600 the search must take
+    # the coupled ones with the single moves (three steps of 126 + 4). Without that it stopped at (1, 1).
+    values = [np.arange(4.0)] * 2 + [np.arange(64.0)] * 10
+
+    def score(x):
+        ok = x[:, 0] == x[:, 1]
+        return np.where(ok, x[:, 0] + np.abs(x[:, 2:] - 32).sum(1), np.inf), np.where(ok, 0.0, np.inf)
+    scorer = Scorer(score, values, budget=600)
+    best = local_search(scorer, np.array([3, 3] + [32] * 10), [4, 4] + [64] * 10)
+    assert best[:2].tolist() == [0, 0] and scorer.used <= 600, (best, scorer.used)
 
 
 KNOBS = [("model.n_kv_heads", [1, 2, 4, 8, 16, 32]), ("quant.w_bits", {"low": 3, "high": 16, "integer": True}),
