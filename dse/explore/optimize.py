@@ -90,6 +90,12 @@ class Constraints:
         return jnp.stack(vals, -1) if vals else jnp.zeros(jnp.shape(m["tpot_s"]) + (0,))
 
 
+# the limits are traced leaves, which limits are set (None or not) and fits_memory are the structure: one compile
+# serves every value of an SLO, a loss budget or a price cap (a static Constraints recompiled for each)
+jax.tree_util.register_dataclass(Constraints, data_fields=[f for f in Constraints.__dataclass_fields__ if f != "fits_memory"],
+                                 meta_fields=["fits_memory"])
+
+
 @dataclass(frozen=True)
 class Settings:
     optimizer: str = "adam"
@@ -164,7 +170,7 @@ def _relax(u, lows, highs, logs):
     return jnp.where(logs, jnp.exp(jnp.log(lows) + (jnp.log(highs) - jnp.log(lows)) * s), lows + (highs - lows) * s)
 
 
-@partial(jax.jit, static_argnames=("conv", "keys", "objective", "constraints"), compiler_options=COMPILER_OPTIONS)
+@partial(jax.jit, static_argnames=("conv", "keys", "objective"), compiler_options=COMPILER_OPTIONS)
 def exact_batch(values, design, hw, acc, hwp=None, *, conv, keys, objective, constraints):
     """Exact metrics, objective, violations and validity of a batch of knob-value rows."""
     def one(v):
@@ -352,7 +358,7 @@ def scorer_of(design, hw, acc, conv, keys, objective, constraints, hwp):
     return score_rows
 
 
-@partial(jax.jit, static_argnames=("conv", "keys", "objective", "constraints", "optimizer"),
+@partial(jax.jit, static_argnames=("conv", "keys", "objective", "optimizer"),
          compiler_options=COMPILER_OPTIONS)
 def _descent(u0, steps, penalty, learning_rate, scale, box, design, hw, acc, hwp, *, conv, keys, objective, constraints,
              optimizer):
