@@ -108,3 +108,24 @@ def test_device_prefilter_keeps_the_exact_front(make_cfg, tmp_path, monkeypatch)
     streamed = pd.read_csv(tmp_path / "streamed" / "pareto.csv")["grid_index"].sort_values().tolist()
     assert kept == streamed and len(kept) > 3
     assert json.loads((tmp_path / "streamed" / "sweep.json").read_text())["valid"] == 4 * 3 * 10
+
+
+@pytest.mark.parametrize("preset,model", [("default", "llama2_7b"), ("hw_balance", "llama3_70b"),
+                                          ("serve_moe", "qwen3_30b_a3b")])
+def test_optimize_presets_compose_and_their_knobs_are_accepted(make_cfg, preset, model):
+    """Each conf/optimize preset composes, its knobs are legal on the model the README runs it with, and every
+    knob moves what the objective or a constraint reads (serve_moe's serving knobs through serve_cost_per_token)."""
+    from omegaconf import OmegaConf
+
+    from dse.app.common import setup
+    from dse.app.optimize_task import _settings_and_constraints
+    from dse.app.sweep_task import flatten_space
+    from dse.explore.optimize import check_knobs
+    from dse.explore.space import parse_space, validate_knobs
+    s = setup(make_cfg("task=optimize", f"optimize={preset}", f"model={model}"))
+    o = OmegaConf.to_container(s.cfg.optimize, resolve=True)
+    knobs = parse_space(flatten_space(o["knobs"]))
+    validate_knobs(knobs, s.design, s.hw)
+    _, cons = _settings_and_constraints(o, o["constraints"], {"loss_proxy": 2.0})
+    check_knobs(knobs, o["objective"], cons)
+    assert (preset == "serve_moe") == cons.serving
