@@ -103,7 +103,6 @@ def test_hardware_design_meets_cost_and_power_budgets():
     assert float(m["tpot_s"]) <= 0.05 and float(m["memory_bytes"]) <= float(h.mem_capacity)
 
 
-
 def test_benchmark_problems_are_large_and_legal():
     """Issue 14's benchmark: each problem >= 10^12 legal points and >= 10 knobs, one with hardware knobs
     under a cost budget, one with deployment knobs under SLOs, one with serving knobs under steady-state
