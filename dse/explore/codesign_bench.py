@@ -309,6 +309,7 @@ def verify(name: str, legal: dict, workdir: str) -> dict:
     app's own config path) and check every constraint on its ``result.json``: name → (value, limit, ok)."""
     import subprocess
     import sys
+    from dse.explore.optimize import reads_serve
     p = PROBLEMS[name]
     design, hw, acc, knobs, cons, _ = setup(name)
     fmt = lambda v: str(int(v)) if float(v).is_integer() and abs(v) < 1e9 else repr(float(v))  # noqa: E731
@@ -336,6 +337,6 @@ def verify(name: str, legal: dict, workdir: str) -> dict:
                             ("max_serve_tpot_s", "serve.tpot_s"), ("max_serve_ttft_s", "serve.ttft_s")):
         if getattr(cons, field_name) is not None:
             checks[key] = (r[key], getattr(cons, field_name))
-    if cons.serving or p.objective.startswith("serve_"):  # the KV cache holds at least one request
+    if reads_serve(p.objective, cons):  # the KV cache holds at least one request
         checks["serve.kv_request_bytes"] = (r["serve.kv_request_bytes"], r["serve.kv_free_bytes"])
     return {k: (float(v), float(lim), bool(v <= lim * (1 + 1e-9))) for k, (v, lim) in checks.items()}

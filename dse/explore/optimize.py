@@ -331,8 +331,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     best_start = int(np.argmin(np.where(np.asarray(viols[-1]) <= 1e-3, np.asarray(objs[-1]), np.inf))) \
         if (np.asarray(viols[-1]) <= 1e-3).any() else int(np.argmin(np.asarray(viols[-1])))
     d, h = designs_at(jnp.asarray(cont[best_start]), design, hw, keys)
-    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True,
-                                                              serving=reads_serve(objective, constraints)).items()}
+    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True, serving=serving).items()}
     return Result(cont[best_start], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
                   bool(feasible), evals, {"objective": np.asarray(objs), "max_violation": np.asarray(viols)})
 
