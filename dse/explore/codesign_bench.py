@@ -124,14 +124,17 @@ class Evaluator:
 
     def __init__(self, name: str):
         import dse
+        from dse.core.hwcost import HwCostParams
         from dse.explore.optimize import scorer_of
+        from dse.explore.space import specialize_design
         self.name = name
         self.design, self.hw, self.acc, self.knobs, self.cons, self.base = setup(name)
+        self.design = specialize_design(self.design, self.knobs)  # as optimize traces it: one compile serves both
         self.objective = PROBLEMS[name].objective
         self.values = [np.asarray(k.values, float) for k in self.knobs]
         self.sizes = np.asarray([len(v) for v in self.values])
         self.score_rows = scorer_of(self.design, self.hw, self.acc, dse.DEFAULT, tuple(k.key for k in self.knobs),
-                                    self.objective, self.cons, None)
+                                    self.objective, self.cons, HwCostParams())  # optimize's default: same compile
 
     def rows(self, idx: np.ndarray):
         idx = np.asarray(idx, int)

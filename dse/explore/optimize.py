@@ -150,10 +150,6 @@ def full_metrics(design: Design, hw: Hardware, conv: Conventions, acc, hwp: HwCo
     return m
 
 
-#: rows per exact evaluation call of ``optimize`` (one compiled shape)
-SCORE_BLOCK = 1024
-
-
 _full_metrics_jit = jax.jit(full_metrics, static_argnames=("conv", "smooth", "serving"))  # one design: compiled, not op by op
 
 
@@ -215,6 +211,8 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     check_knobs(knobs, objective, constraints)
     serving = reads_serve(objective, constraints)
     design = specialize_design(design, knobs)
+    if settings.budget is not None:
+        return _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp)
     keys = tuple(k.key for k in knobs)
     lows = jnp.asarray([k.low for k in knobs])
     highs = jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs])
@@ -229,9 +227,6 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
         obj = objective_of(m, objective, d.workload) / scale
         viol = constraints.violations(m)
         return obj + weight * jnp.sum(viol ** 2), (obj, jnp.max(viol, initial=0.0))
-
-    if settings.budget is not None:
-        return _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp, scale)
 
     @partial(jax.jit, compiler_options=COMPILER_OPTIONS)
     def run(u0):
@@ -255,15 +250,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     values = [np.asarray(k.values, float) for k in knobs]
 
     def score(rows):
-        # blocks of SCORE_BLOCK rows (the last one padded): one compilation serves every call — each
-        # distinct batch shape was a compilation of the whole model (seconds), the padding costs microseconds
-        outs = []
-        for s in range(0, len(rows), SCORE_BLOCK):
-            part = rows[s:s + SCORE_BLOCK]
-            padded = np.concatenate([part, np.repeat(part[-1:], SCORE_BLOCK - len(part), 0)])
-            outs.append(jax.tree.map(lambda x, n=len(part): np.asarray(x)[:n],
-                                     exact_batch(jnp.asarray(padded, float), design, hw, acc, hwp, **kw)))
-        out = jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+        out = exact_rows(rows, design, hw, acc, hwp, **kw)
         viol = out["violation"].sum(-1) if out["violation"].ndim > 1 else np.zeros(len(rows))
         return out["objective"], np.where(out["valid"], viol, np.inf), out
 
@@ -336,74 +323,108 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
                   bool(feasible), evals, {"objective": np.asarray(objs), "max_violation": np.asarray(viols)})
 
 
+def exact_rows(x, design, hw, acc, hwp, **kw) -> dict:
+    """:func:`exact_batch` of rows of knob values ``x`` (n, k) in padded blocks of ``BATCHES[-1]`` rows:
+    one compiled shape serves every call (a single row compiled the whole model again)."""
+    from dse.explore.search import BATCHES
+    size, parts = BATCHES[-1], []
+    for s in range(0, len(x), size):
+        part = x[s:s + size]
+        padded = np.concatenate([part, np.repeat(part[-1:], size - len(part), 0)])
+        out = exact_batch(jnp.asarray(padded, float), design, hw, acc, hwp, **kw)
+        parts.append(jax.tree.map(lambda a, n=len(part): np.asarray(a)[:n], out))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
 def scorer_of(design, hw, acc, conv, keys, objective, constraints, hwp):
     """rows of knob values (n, k) → (objective, total violation; inf where the design is invalid), exact."""
-    from dse.explore.search import BATCHES
     kw = dict(conv=conv, keys=keys, objective=objective, constraints=constraints)
 
-    def chunk(x):
-        n = len(x)
-        size = next((b for b in BATCHES if b >= n), BATCHES[-1])
-        padded = np.concatenate([x, np.repeat(x[-1:], size - n, 0)])
-        out = exact_batch(jnp.asarray(padded, float), design, hw, acc, hwp, **kw)
-        obj, viol, valid = (np.asarray(out[k])[:n] for k in ("objective", "violation", "valid"))
-        viol = viol.sum(-1) if viol.ndim > 1 else np.zeros(n)
+    def score_rows(x):
+        out = exact_rows(np.asarray(x), design, hw, acc, hwp, **kw)
+        obj, viol, valid = out["objective"], out["violation"], out["valid"]
+        viol = viol.sum(-1) if viol.ndim > 1 else np.zeros(len(obj))
         ok = valid & np.isfinite(obj)
         return np.where(ok, obj, np.inf), np.where(ok, viol, np.inf)
-
-    def score_rows(x):
-        parts = [chunk(x[s:s + BATCHES[-1]]) for s in range(0, len(x), BATCHES[-1])]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     return score_rows
 
 
-@partial(jax.jit, static_argnames=("conv", "keys", "objective", "optimizer"),
-         compiler_options=COMPILER_OPTIONS)
-def _descent(u0, steps, penalty, learning_rate, scale, box, design, hw, acc, hwp, *, conv, keys, objective, constraints,
-             optimizer):
-    """The gradient phase of the budgeted search, compiled once per problem and schedule (any seed)."""
+#: compiled gradient phases, one per fixed design and problem (oldest dropped beyond DESCENTS_KEPT)
+_DESCENTS: dict = {}
+DESCENTS_KEPT = 16
+
+
+def _fingerprint(tree):
+    """A hashable identity of a pytree's structure and every leaf's value."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(x), np.asarray(x).dtype.str, np.asarray(x).tobytes()) for x in leaves)
+
+
+def descent_of(design, hw, acc, hwp, *, conv, keys, objective, optimizer):
+    """The gradient phase of the budgeted search for one problem, compiled once (any seed, schedule, limits).
+
+    The fixed design, hardware and accuracy parameters are **constants** of the compiled function, not
+    arguments: XLA folds every part of the cost model the knobs do not reach. As traced arguments they
+    made moe_serve's descent 45k HLO lines that compiled in 116–132 s on the 2-core Xeon; baked in, 17 s
+    (/work/notes/s9/loop_probe.py, recorded in the issue-14 note). A design with other fixed values
+    compiles again (seconds); the knob values, schedule, limits of the constraints and the seed do not.
+    Returns ``run(u0, steps, penalty, learning_rate, scale, box, constraints)`` → relaxed knob values at
+    ten checkpoints (checkpoints, starts, knobs).
+    """
+    key = (_fingerprint((design, hw, acc, hwp)), conv, keys, objective, optimizer)
+    if key in _DESCENTS:
+        return _DESCENTS[key]
     from dse.explore.search import descend
-    lows, highs, logs = box
 
-    def loss(u, weight):
-        d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
-        m = full_metrics(d, h, conv, acc, hwp, smooth=True, serving=reads_serve(objective, constraints))
-        rel = objective_of(m, objective, d.workload) / jnp.abs(scale)  # log of a cost, −log of a rate
-        obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
-        return obj + weight * jnp.sum(constraints.violations(m) ** 2)
+    def run(u0, steps, penalty, learning_rate, scale, box, constraints):
+        lows, highs, logs = box
 
-    # gradients clipped to norm 1 before Adam: a constraint touched late in the run, when the penalty weight
-    # is 10⁴× its start, gave gradients ~10⁶× the objective's; Adam's second moment then remembered them
-    # for ~1,000 steps and every later step was tiny (long_context at 1e4: batch stuck at 4.7 of an optimum
-    # of 47), or the step after a spike jumped across the box
-    opt = optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, optimizer)(learning_rate))
-    us = descend(loss, u0, penalty, steps, opt=opt)
-    return jax.vmap(jax.vmap(lambda u: _relax(u, lows, highs, logs)))(us)
+        def loss(u, weight):
+            d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
+            m = full_metrics(d, h, conv, acc, hwp, smooth=True, serving=reads_serve(objective, constraints))
+            rel = objective_of(m, objective, d.workload) / jnp.abs(scale)  # log of a cost, −log of a rate
+            obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
+            return obj + weight * jnp.sum(constraints.violations(m) ** 2)
+
+        # gradients clipped to norm 1 before Adam: a constraint touched late in the run, when the penalty weight
+        # is 10⁴× its start, gave gradients ~10⁶× the objective's; Adam's second moment then remembered them
+        # for ~1,000 steps and every later step was tiny (long_context at 1e4: batch stuck at 4.7 of an optimum
+        # of 47), or the step after a spike jumped across the box
+        opt = optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, optimizer)(learning_rate))
+        us = descend(loss, u0, penalty, steps, opt=opt)
+        return jax.vmap(jax.vmap(lambda u: _relax(u, lows, highs, logs)))(us)
+
+    while len(_DESCENTS) >= DESCENTS_KEPT:
+        _DESCENTS.pop(next(iter(_DESCENTS)))
+    fn = _DESCENTS[key] = jax.jit(run, compiler_options=COMPILER_OPTIONS)
+    return fn
 
 
-def _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp, scale) -> Result:
+def _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp) -> Result:
     from dse.explore.search import budgeted_search
     keys = tuple(k.key for k in knobs)
+    kw = dict(conv=conv, keys=keys, objective=objective, constraints=constraints)
     base_values = np.asarray([float(get_knob(design, hw, k)) for k in keys])
     score_rows = scorer_of(design, hw, acc, conv, keys, objective, constraints, hwp)
+    scale = abs(float(exact_rows(base_values[None], design, hw, acc, hwp, **kw)["objective"][0])) + 1e-30
     box = (jnp.asarray([k.low for k in knobs]), jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs]),
            jnp.asarray([k.log for k in knobs]))
 
+    descent = descent_of(design, hw, acc, hwp, conv=conv, keys=keys, objective=objective, optimizer=settings.optimizer)
+
     def run_descent(u0, steps):
-        return _descent(u0, steps, settings.penalty, settings.search_learning_rate, scale, box, design, hw, acc, hwp,
-                        conv=conv, keys=keys, objective=objective, constraints=constraints,
-                        optimizer=settings.optimizer)
+        return descent(u0, steps, settings.penalty, settings.search_learning_rate, scale, box, constraints)
     idx, scorer, cont, trace = budgeted_search(run_descent, score_rows, knobs, base_values, budget=settings.budget,
                                         seed=settings.seed)
     legal = np.asarray([k.values[i] for k, i in zip(knobs, idx)], float)
-    out = exact_batch(jnp.asarray(legal[None]), design, hw, acc, hwp, conv=conv, keys=keys, objective=objective,
-                      constraints=constraints)
+    out = exact_rows(legal[None], design, hw, acc, hwp, **kw)
     v_last, o_last = trace["max_violation"][-1], trace["objective"][-1]
     i = int(np.argmin(np.where(v_last <= 0, o_last, np.inf))) if (v_last <= 0).any() else int(np.argmin(v_last))
     d, h = designs_at(jnp.asarray(cont[i]), design, hw, keys)
-    cont_metrics = {k: float(v) for k, v in _full_metrics_jit(d, h, conv, acc, hwp, smooth=True,
-                                                              serving=reads_serve(objective, constraints)).items()}
-    return Result(cont[i], cont_metrics, legal, {k: np.asarray(v)[0].item() for k, v in out["metrics"].items()},
+    # one point, op by op: ~0.1–0.7 s, where compiling it took 7 s (moe_serve) once per structure
+    cont_metrics = {k: float(v) for k, v in full_metrics(d, h, conv, acc, hwp, smooth=True,
+                                                         serving=reads_serve(objective, constraints)).items()}
+    return Result(cont[i], cont_metrics, legal, {k: v[0].item() for k, v in out["metrics"].items()},
                   bool(scorer.best[0] <= 0), scorer.used, trace)
 
 

@@ -199,7 +199,7 @@ def evolve_share(budget: int) -> float:
     """Share of what the gradient phase and rounding leave that the evolution phase spends: 0.5 at 10³
     evaluations, rising linearly in log budget to 0.9 at 10⁴ and above. Chosen on the codesign benchmark's
     problems with seeds 5–19 (10³), 5–14 (10⁴) and 5–9 (10⁵), not the reported seeds 0–4, before the
-    gradient clip of :func:`dse.explore.optimize._descent` (not re-tuned after it): at 10³, 0.9
+    gradient clip of :func:`dse.explore.optimize.descent_of` (not re-tuned after it): at 10³, 0.9
     lost deploy_slo's feasibility in half the runs (median gap 0.999 vs 0.701); at 10⁴ and 10⁵, 0.9 beat
     0.5 on 4 of 5 problems (full_codesign at 10⁵: 0.006 vs 0.014) and lost none by more than 0.003."""
     return float(np.clip(0.5 + 0.4 * (np.log10(max(budget, 1)) - 3.0), 0.5, 0.9))
