@@ -352,6 +352,20 @@ def _attention_rules(a: Arch, xp, nonneg_int):
     return rules
 
 
+def order_slack(design: Design):
+    """Smooth relative violations (``lhs / rhs − 1``, clipped at 0) of the order relations that
+    :func:`is_valid`'s divisibility rules imply, for the optimizer's relaxation, where the rules themselves
+    are flat: a divisor is at most what it divides. ep ≤ tp·attn_dp (ep divides the MoE group) and
+    ep ≤ n_experts, top_k ≤ n_experts (MoE models), n_kv_heads ≤ n_heads, tp ≤ n_heads, pp ≤ n_layers,
+    attn_dp ≤ batch. Without them a knob the smooth model is flat in drifts where no legal design is:
+    moe_serve's descent left ep at 3–8 after tp fell to 1 (every rounded design invalid)."""
+    a, w = design.arch, design.workload
+    moe = jnp.where(a.n_experts > 0, 1.0, 0.0)
+    pairs = [(w.ep, w.tp * w.attn_dp), (moe * w.ep, jnp.maximum(a.n_experts, 1.0)), (moe * a.top_k, jnp.maximum(a.n_experts, 1.0)),
+             (a.n_kv_heads, a.n_heads), (w.tp, a.n_heads), (w.pp, a.n_layers), (w.attn_dp, w.batch)]
+    return jnp.stack([jnp.maximum(lhs / rhs - 1.0, 0.0) for lhs, rhs in pairs], -1)
+
+
 def is_valid(design: Design):
     """Traceable: True where a design point satisfies every rule of :func:`validate_design`."""
     ok = True

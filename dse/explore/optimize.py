@@ -21,7 +21,7 @@ import optax
 
 from dse.core.accuracy import AccuracyParams
 from dse.core.conventions import Conventions
-from dse.core.design import Design, DesignError, is_valid
+from dse.core.design import Design, DesignError, is_valid, order_slack
 from dse.core.hardware import Hardware
 from dse.core.hwcost import HwCostParams, hardware_cost
 from dse.core.metrics import COMPILER_OPTIONS, evaluate, map_points
@@ -364,10 +364,12 @@ def descent_of(design, hw, acc, hwp, *, conv, keys, objective, optimizer):
     """The gradient phase of the budgeted search for one problem, compiled once (any seed, schedule, limits).
 
     The fixed design, hardware and accuracy parameters are **constants** of the compiled function, not
-    arguments: XLA folds every part of the cost model the knobs do not reach. As traced arguments they
-    made moe_serve's descent 45k HLO lines that compiled in 116–132 s on the 2-core Xeon; baked in, 17 s
-    (/work/notes/s9/loop_probe.py, recorded in the issue-14 note). A design with other fixed values
-    compiles again (seconds); the knob values, schedule, limits of the constraints and the seed do not.
+    arguments: XLA folds every part of the cost model the knobs do not reach. As traced arguments
+    they made the codesign benchmark's moe_serve descent 45k HLO lines that compiled in 116–132 s on
+    the 2-core Xeon; baked in, ~20 s (``JAX_LOG_COMPILES=1``, first run of ``python -m dse.bench --only
+    codesign --codesign-problems moe_serve`` with an empty ``~/.cache/dse-jax``), and it runs ~2× faster.
+    A design with other fixed values compiles again (seconds); knob values, schedule, the constraints'
+    limits and the seed do not.
     Returns ``run(u0, steps, penalty, learning_rate, scale, box, constraints)`` → relaxed knob values at
     ten checkpoints (checkpoints, starts, knobs).
     """
@@ -384,7 +386,9 @@ def descent_of(design, hw, acc, hwp, *, conv, keys, objective, optimizer):
             m = full_metrics(d, h, conv, acc, hwp, smooth=True, serving=reads_serve(objective, constraints))
             rel = objective_of(m, objective, d.workload) / jnp.abs(scale)  # log of a cost, −log of a rate
             obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
-            return obj + weight * jnp.sum(constraints.violations(m) ** 2)
+            # the order relations of the validity rules (ep ≤ tp·attn_dp, kv heads ≤ heads, ...) as constraints:
+            # the rules themselves are flat, so a knob the smooth model ignores drifted past them
+            return obj + weight * (jnp.sum(constraints.violations(m) ** 2) + jnp.sum(order_slack(d) ** 2))
 
         # gradients clipped to norm 1 before Adam: a constraint touched late in the run, when the penalty weight
         # is 10⁴× its start, gave gradients ~10⁶× the objective's; Adam's second moment then remembered them

@@ -1,12 +1,14 @@
 """Budgeted co-design search (dse/explore/search.py) and the hardware-cost objective and constraints."""
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import dse
-from dse.core.design import specialize
+from dse.core.design import is_valid, order_slack, specialize
 from dse.core.hwcost import hardware_cost
-from dse.explore.optimize import Constraints, Settings, exact_batch, full_metrics, objective_of, optimize
+from dse.explore.optimize import _DESCENTS, Constraints, Settings, exact_batch, full_metrics, objective_of, optimize
 from dse.explore.search import Scorer, evolve, local_search, neighbours, nearest_index
 from dse.explore.space import parse_knob, set_knob
 from tests.explore.test_optimize import exhaustive
@@ -21,6 +23,17 @@ def test_tco_objective_by_hand():
     usd_s = float(c["hw.price_usd"]) / (4 * 365.25 * 86400) + float(c["hw.power_w"]) * 0.10 / 3.6e6
     want = 1e6 * 2 * usd_s / float(m["tokens_per_s"])
     assert float(objective_of(m, "tco_usd_per_mtok", d.workload)) == pytest.approx(want, rel=1e-9)
+
+
+def test_order_slack_is_zero_on_legal_designs_and_grows_past_a_divisor():
+    # the descent's penalty for the order relations the divisibility rules imply, by hand
+    base = dse.Design(specialize(dse.load_model("qwen3_30b_a3b")), dse.Quant(), dse.Workload(batch=8, tp=4, ep=4))
+    assert bool(is_valid(base)) and float(jnp.max(order_slack(base))) == 0.0
+    bad = dataclasses.replace(base, workload=dataclasses.replace(base.workload, tp=1.0, ep=3.0))
+    s = order_slack(bad)  # ep = 3 on a group of tp·attn_dp = 1 device: 3/1 − 1 = 2, nothing else
+    assert not bool(is_valid(bad)) and float(s[0]) == pytest.approx(2.0) and float(jnp.sum(s)) == pytest.approx(2.0)
+    heads = dataclasses.replace(base, arch=dataclasses.replace(base.arch, n_kv_heads=48.0))  # 48 KV heads > 32 heads
+    assert float(jnp.sum(order_slack(heads))) == pytest.approx(48 / 32 - 1)
 
 
 def test_rounding_and_moves():
@@ -77,6 +90,12 @@ def test_budgeted_search_finds_exhaustive_optimum_within_budget():
     found = float(exact_batch(jnp.asarray(np.repeat(r.legal[None], 65536, 0)), d, hw, acc, **kw)["objective"][0])
     assert abs(found - best) <= 0.01 * abs(best), (found, best)
     assert r.trace["objective"].shape == (10, 8)
+    # another seed, budget and loss budget reuse the compiled gradient phase (the fixed design is baked in,
+    # the limits are traced): one compile per problem
+    c2 = Constraints(loss_max=float(base["loss_proxy"]) + 0.05, fits_memory=True, max_tpot_s=0.04)
+    optimize(d, hw, acc, dse.DEFAULT, knobs, "neg_decode_tokens_per_s", c2, Settings(budget=500, seed=2))
+    fns = [f for k, f in _DESCENTS.items() if k[2] == kw["keys"]]
+    assert len(fns) == 1 and fns[0]._cache_size() == 1
 
 
 def test_hardware_design_meets_cost_and_power_budgets():
