@@ -215,6 +215,8 @@ def main(argv=None):
                         "default set: hours of CPU; see dse/explore/codesign_bench.py)")
     p.add_argument("--codesign-budgets", nargs="*", default=["1e3", "1e4", "1e5"], help="codesign: budgets to run")
     p.add_argument("--codesign-seeds", type=int, default=5, help="codesign: seeds per (problem, budget, method)")
+    p.add_argument("--codesign-first-seed", type=int, default=0,
+                   help="codesign: the first seed (0-4 are the reported ones; e.g. 5 for held-out seeds)")
     p.add_argument("--codesign-methods", nargs="*", default=["dse", "tpe", "cmaes", "random"], help="codesign: methods")
     p.add_argument("--codesign-problems", nargs="*", default=None, help="codesign: problems (default: all)")
     p.add_argument("--codesign-cache", default=None, help="codesign: JSON-lines file of finished runs (resumable)")
@@ -242,7 +244,7 @@ def main(argv=None):
         from dse.explore.codesign_bench import run as run_codesign
         run_codesign(a.codesign_budgets, a.codesign_seeds, a.codesign_methods, a.codesign_problems, a.codesign_cache,
                      emit=lambda name, value, unit, **kw: emit(name, value, unit, **kw), tpe_max_budget=a.codesign_tpe_max,
-                     verify_dir=a.codesign_verify)
+                     verify_dir=a.codesign_verify, first_seed=a.codesign_first_seed)
 
 
 

@@ -220,14 +220,15 @@ def gap(value: float, ref: float) -> float:
 
 
 def run(budgets=("1e3", "1e4", "1e5"), seeds: int = 5, methods=METHODS, problems=None, cache: str | None = None,
-        emit=None, tpe_max_budget: int = 10000, verify_dir: str | None = None):
+        emit=None, tpe_max_budget: int = 10000, verify_dir: str | None = None, first_seed: int = 0):
     """Run every (problem, budget, method, seed), then emit one line per (problem, budget, method).
 
-    ``cache``: JSON-lines files of finished runs, comma-separated (resumable; a rerun skips them; new
-    runs go to the first). ``verify_dir``: re-evaluate each problem's best dse design through
-    ``task=evaluate`` there (:func:`verify`) and emit ``codesign.<problem>.verify``. TPE runs only up
-    to ``tpe_max_budget`` evaluations (Optuna's TPE costs O(n) per trial: 1e5 trials do not finish
-    on a 2-core machine in the session; the line says so).
+    Seeds ``first_seed … first_seed + seeds − 1`` (seeds 0–4 are the reported ones; later ones are held
+    out, for tuning the search without fitting the table). ``cache``: JSON-lines files of finished runs,
+    comma-separated (resumable; a rerun skips them; new runs go to the first). ``verify_dir``: re-evaluate
+    each problem's best dse design through ``task=evaluate`` there (:func:`verify`) and emit
+    ``codesign.<problem>.verify``. TPE runs only up to ``tpe_max_budget`` evaluations (Optuna's TPE
+    costs O(n) per trial: 1e5 trials do not finish on a 2-core machine in the session; the line says so).
     """
     emit = emit or (lambda **kw: print(json.dumps(kw), flush=True))
     import jax
@@ -248,7 +249,7 @@ def run(budgets=("1e3", "1e4", "1e5"), seeds: int = 5, methods=METHODS, problems
             for m in methods:
                 if m == "tpe" and BUDGETS[b] > tpe_max_budget:
                     continue
-                for s in range(seeds):
+                for s in range(first_seed, first_seed + seeds):
                     key = (name, b, m, s)
                     if key in done:
                         continue
@@ -267,7 +268,7 @@ def run(budgets=("1e3", "1e4", "1e5"), seeds: int = 5, methods=METHODS, problems
                     if cache:
                         with open(cache, "a") as f:
                             f.write(json.dumps(r) + "\n")
-    out = summarize(done, problems, budgets, methods, seeds, emit, tpe_max_budget)
+    out = summarize(done, problems, budgets, methods, range(first_seed, first_seed + seeds), emit, tpe_max_budget)
     if verify_dir:
         for name in problems:
             runs = [r for (p, *_), r in done.items() if p == name and "legal" in r and np.isfinite(r["value"])]
@@ -291,7 +292,7 @@ def summarize(done: dict, problems, budgets, methods, seeds, emit, tpe_max_budge
         size = legal_points([parse_knob(k, v) for k, v in ev_knobs.items()])
         for b in budgets:
             for m in methods:
-                rs = [done[(name, b, m, s)] for s in range(seeds) if (name, b, m, s) in done]
+                rs = [done[(name, b, m, s)] for s in seeds if (name, b, m, s) in done]
                 label = f"codesign.{name}.{b}.{m}"
                 if not rs:
                     why = (f"not run: Optuna TPE is O(n) per trial; {b} trials exceed the session on 2 cores"
