@@ -161,6 +161,12 @@ def designs_at(values, design, hw, keys):
     return d, h
 
 
+def _box(knobs):
+    """(lows, highs, logs) of the relaxed box: each knob's interval (a degenerate one widened by a hair)."""
+    return (jnp.asarray([k.low for k in knobs]), jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs]),
+            jnp.asarray([k.log for k in knobs]))
+
+
 def _relax(u, lows, highs, logs):
     s = jax.nn.sigmoid(u)
     return jnp.where(logs, jnp.exp(jnp.log(lows) + (jnp.log(highs) - jnp.log(lows)) * s), lows + (highs - lows) * s)
@@ -214,9 +220,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     if settings.budget is not None:
         return _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp)
     keys = tuple(k.key for k in knobs)
-    lows = jnp.asarray([k.low for k in knobs])
-    highs = jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs])
-    logs = jnp.asarray([k.log for k in knobs])
+    lows, highs, logs = _box(knobs)
     base = _full_metrics_jit(design, hw, conv, acc, hwp, serving=serving)
     scale = jnp.abs(objective_of(base, objective, design.workload)) + 1e-30
     opt = getattr(optax, settings.optimizer)(settings.learning_rate)
@@ -411,8 +415,7 @@ def _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hw
     base_values = np.asarray([float(get_knob(design, hw, k)) for k in keys])
     score_rows = scorer_of(design, hw, acc, conv, keys, objective, constraints, hwp)
     scale = abs(float(exact_rows(base_values[None], design, hw, acc, hwp, **kw)["objective"][0])) + 1e-30
-    box = (jnp.asarray([k.low for k in knobs]), jnp.asarray([max(k.high, k.low * (1 + 1e-9) + 1e-9) for k in knobs]),
-           jnp.asarray([k.log for k in knobs]))
+    box = _box(knobs)
 
     descent = descent_of(design, hw, acc, hwp, conv=conv, keys=keys, objective=objective, optimizer=settings.optimizer)
 
