@@ -221,7 +221,7 @@ def run_validation(quick: bool = False, cfg: RefConfig = RefConfig(), progress=p
         key = (n_kv, gated)
         if key not in params:
             params = {key: init_params(rc)}  # one model in memory at a time
-        measured = time_case(rc, params[key], phase, batch, length, repeats=3 if quick else 5)
+        measured = time_case(rc, params[key], phase, batch, length, repeats=5)
         before = predict(cfg, base, phase, batch, length, n_kv, gated)
         after = predict(cfg, shaped, phase, batch, length, n_kv, gated)
         rows.append({"case": case, "phase": phase, "batch": batch, "length": length, "n_kv_heads": n_kv,

