@@ -172,6 +172,34 @@ def _relax(u, lows, highs, logs):
     return jnp.where(logs, jnp.exp(jnp.log(lows) + (jnp.log(highs) - jnp.log(lows)) * s), lows + (highs - lows) * s)
 
 
+def relaxed_loss(design, hw, acc, hwp, *, conv, keys, objective, constraints, box, scale):
+    """``loss(u, weight)`` of one start ``u`` in the relaxed box → (penalized loss, (objective, max violation)):
+    the log of the smooth objective relative to ``scale`` (−log for a rate), plus ``weight`` × squared-hinge
+    penalties on the constraints and on the order relations of the validity rules (ep ≤ tp·attn_dp, KV heads ≤
+    heads, ...: :func:`dse.core.design.order_slack`; the rules themselves are flat, so a knob the smooth model
+    ignores drifted past them). One loss for both relaxations (the fixed schedule and the budgeted search)."""
+    lows, highs, logs = box
+    serving = reads_serve(objective, constraints)
+
+    def loss(u, weight):
+        d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
+        m = full_metrics(d, h, conv, acc, hwp, smooth=True, serving=serving)
+        value = objective_of(m, objective, d.workload)
+        rel = value / jnp.abs(scale)
+        obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
+        viol = constraints.violations(m)
+        return obj + weight * (jnp.sum(viol ** 2) + jnp.sum(order_slack(d) ** 2)), (value, jnp.max(viol, initial=0.0))
+    return loss
+
+
+def clipped(optimizer: str, learning_rate):
+    """The optax optimizer on gradients clipped to norm 1: a constraint touched late in the run, when the penalty
+    weight is 10⁴× its start, gave gradients ~10⁶× the objective's; Adam's second moment then remembered them for
+    ~1,000 steps and every later step was tiny (long_context at 1e4: batch stuck at 4.7 of an optimum of 47), or
+    the step after a spike jumped across the box."""
+    return optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, optimizer)(learning_rate))
+
+
 @partial(jax.jit, static_argnames=("conv", "keys", "objective"), compiler_options=COMPILER_OPTIONS)
 def exact_batch(values, design, hw, acc, hwp=None, *, conv, keys, objective, constraints):
     """Exact metrics, objective, violations and validity of a batch of knob-value rows."""
@@ -220,17 +248,12 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     if settings.budget is not None:
         return _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp)
     keys = tuple(k.key for k in knobs)
-    lows, highs, logs = _box(knobs)
+    box = _box(knobs)
     base = _full_metrics_jit(design, hw, conv, acc, hwp, serving=serving)
     scale = jnp.abs(objective_of(base, objective, design.workload)) + 1e-30
-    opt = getattr(optax, settings.optimizer)(settings.learning_rate)
-
-    def loss(u, weight):
-        d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
-        m = full_metrics(d, h, conv, acc, hwp, smooth=True, serving=serving)
-        obj = objective_of(m, objective, d.workload) / scale
-        viol = constraints.violations(m)
-        return obj + weight * jnp.sum(viol ** 2), (obj, jnp.max(viol, initial=0.0))
+    loss = relaxed_loss(design, hw, acc, hwp, conv=conv, keys=keys, objective=objective, constraints=constraints,
+                        box=box, scale=scale)
+    opt = clipped(settings.optimizer, settings.learning_rate)
 
     @partial(jax.jit, compiler_options=COMPILER_OPTIONS)
     def run(u0):
@@ -238,8 +261,9 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
             u, state = carry
             weight = settings.penalty * 10.0 ** (4.0 * t / settings.steps)  # 1x → 10⁴x over the run
             (_, (obj, viol)), g = jax.vmap(jax.value_and_grad(loss, has_aux=True), (0, None))(u, weight)
+            g = jnp.where(jnp.isfinite(g), g, 0.0)
             updates, state = jax.vmap(opt.update)(g, state, u)
-            return (optax.apply_updates(u, updates), state), (obj * scale, viol)
+            return (optax.apply_updates(u, updates), state), (obj, viol)
         state0 = jax.vmap(opt.init)(u0)
         (u, _), (objs, viols) = jax.lax.scan(step, (u0, state0), jnp.arange(settings.steps, dtype=jnp.float64))
         return u, objs, viols
@@ -247,7 +271,7 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
     rng = np.random.default_rng(settings.seed)
     u0 = jnp.asarray(rng.normal(0.0, 1.5, size=(settings.starts, len(knobs))))
     u, objs, viols = run(u0)
-    cont = np.asarray(_relax(u, lows, highs, logs))
+    cont = np.asarray(_relax(u, *box))
     evals = settings.starts * settings.steps
 
     kw = dict(conv=conv, keys=keys, objective=objective, constraints=constraints)
@@ -383,24 +407,10 @@ def descent_of(design, hw, acc, hwp, *, conv, keys, objective, optimizer):
     from dse.explore.search import descend
 
     def run(u0, steps, penalty, learning_rate, scale, box, constraints):
-        lows, highs, logs = box
-
-        def loss(u, weight):
-            d, h = designs_at(_relax(u, lows, highs, logs), design, hw, keys)
-            m = full_metrics(d, h, conv, acc, hwp, smooth=True, serving=reads_serve(objective, constraints))
-            rel = objective_of(m, objective, d.workload) / jnp.abs(scale)  # log of a cost, −log of a rate
-            obj = jnp.where(rel > 0, jnp.log(jnp.maximum(rel, 1e-30)), -jnp.log(jnp.maximum(-rel, 1e-30)))
-            # the order relations of the validity rules (ep ≤ tp·attn_dp, kv heads ≤ heads, ...) as constraints:
-            # the rules themselves are flat, so a knob the smooth model ignores drifted past them
-            return obj + weight * (jnp.sum(constraints.violations(m) ** 2) + jnp.sum(order_slack(d) ** 2))
-
-        # gradients clipped to norm 1 before Adam: a constraint touched late in the run, when the penalty weight
-        # is 10⁴× its start, gave gradients ~10⁶× the objective's; Adam's second moment then remembered them
-        # for ~1,000 steps and every later step was tiny (long_context at 1e4: batch stuck at 4.7 of an optimum
-        # of 47), or the step after a spike jumped across the box
-        opt = optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, optimizer)(learning_rate))
-        us = descend(loss, u0, penalty, steps, opt=opt)
-        return jax.vmap(jax.vmap(lambda u: _relax(u, lows, highs, logs)))(us)
+        loss = relaxed_loss(design, hw, acc, hwp, conv=conv, keys=keys, objective=objective, constraints=constraints,
+                            box=box, scale=scale)
+        us = descend(loss, u0, penalty, steps, opt=clipped(optimizer, learning_rate))
+        return jax.vmap(jax.vmap(lambda u: _relax(u, *box)))(us)
 
     while len(_DESCENTS) >= DESCENTS_KEPT:
         _DESCENTS.pop(next(iter(_DESCENTS)))
