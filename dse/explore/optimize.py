@@ -351,15 +351,18 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
                   bool(feasible), evals, {"objective": np.asarray(objs), "max_violation": np.asarray(viols)})
 
 
-def exact_rows(x, design, hw, acc, hwp, **kw) -> dict:
+def exact_rows(x, design, hw, acc, hwp, metrics: bool = True, **kw) -> dict:
     """:func:`exact_batch` of rows of knob values ``x`` (n, k) in padded blocks of ``BATCHES[-1]`` rows:
-    one compiled shape serves every call (a single row compiled the whole model again)."""
+    one compiled shape serves every call (a single row compiled the whole model again). ``metrics=False``
+    copies only the objective, violations and validity to the host (the ~300 metric arrays cost ~2 ms a call)."""
     from dse.explore.search import BATCHES
     size, parts = BATCHES[-1], []
     for s in range(0, len(x), size):
         part = x[s:s + size]
         padded = np.concatenate([part, np.repeat(part[-1:], size - len(part), 0)])
         out = exact_batch(jnp.asarray(padded, float), design, hw, acc, hwp, **kw)
+        if not metrics:
+            out = {k: out[k] for k in ("objective", "violation", "valid")}
         parts.append(jax.tree.map(lambda a, n=len(part): np.asarray(a)[:n], out))
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
@@ -369,7 +372,7 @@ def scorer_of(design, hw, acc, conv, keys, objective, constraints, hwp):
     kw = dict(conv=conv, keys=keys, objective=objective, constraints=constraints)
 
     def score_rows(x):
-        out = exact_rows(np.asarray(x), design, hw, acc, hwp, **kw)
+        out = exact_rows(np.asarray(x), design, hw, acc, hwp, metrics=False, **kw)
         obj, viol, valid = out["objective"], out["violation"], out["valid"]
         viol = viol.sum(-1) if viol.ndim > 1 else np.zeros(len(obj))
         ok = valid & np.isfinite(obj)

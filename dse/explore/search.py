@@ -76,15 +76,15 @@ class Scorer:
 
     def __call__(self, idx: np.ndarray) -> list[tuple[float, float]]:
         """(violation, objective) per row, scoring only unseen rows and at most the remaining budget."""
-        rows = [tuple(int(i) for i in r) for r in idx]
+        rows = list(map(tuple, np.asarray(idx, int).tolist()))
         new = list(dict.fromkeys(r for r in rows if r not in self.seen))[:max(self.left, 0)]
         for s in range(0, len(new), BATCHES[-1]):
             chunk = np.asarray(new[s:s + BATCHES[-1]], int)
             x = np.stack([self.values[j][chunk[:, j]] for j in range(len(self.values))], 1)
             obj, viol = self.score_rows(x)
             self.used += len(chunk)
-            for r, o, v in zip(chunk, obj, viol):
-                key = tuple(int(i) for i in r)
+            for r, o, v in zip(chunk, obj.tolist(), viol.tolist()):
+                key = tuple(r.tolist())
                 self.seen[key] = (float(v), float(o))
                 if _better(self.seen[key], self.best):
                     self.best, self.best_idx = self.seen[key], np.asarray(r)
@@ -116,12 +116,15 @@ def nearest_index(values: list[np.ndarray], logs, x: np.ndarray) -> np.ndarray:
 def neighbours(idx: np.ndarray, sizes: list[int], pairs: bool = False, among=None, near: bool = False) -> np.ndarray:
     """Single-knob moves (``near``: ±1 step; else all values of small knobs, ±2^i steps of large ones), or
     joint ±1 moves of pairs (of the knobs ``among``, default all)."""
-    moves = []
-    if not pairs:
+    idx, sizes_a, moves = np.asarray(idx), np.asarray(sizes), []
+    if near:  # one array: this is the local search's most frequent call
+        cols = np.repeat(np.arange(len(sizes)), 2)
+        m = np.repeat(idx[None], len(cols), 0)
+        m[np.arange(len(cols)), cols] = np.clip(idx[cols] + np.tile([-1, 1], len(sizes)), 0, sizes_a[cols] - 1)
+        moves.append(m)
+    elif not pairs:
         for j, n in enumerate(sizes):
-            if near:
-                targets = np.clip(idx[j] + np.array([-1, 1]), 0, n - 1)
-            elif n <= SMALL:
+            if n <= SMALL:
                 targets = np.arange(n)
             else:
                 steps = 2 ** np.arange(int(np.log2(n)) + 1)
@@ -129,13 +132,17 @@ def neighbours(idx: np.ndarray, sizes: list[int], pairs: bool = False, among=Non
             m = np.repeat(idx[None], len(targets), 0)
             m[:, j] = targets
             moves.append(m)
-    else:
-        for i, j in itertools.combinations(range(len(sizes)) if among is None else among, 2):
-            for di, dj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-                m = idx.copy()
-                m[i], m[j] = np.clip(m[i] + di, 0, sizes[i] - 1), np.clip(m[j] + dj, 0, sizes[j] - 1)
-                moves.append(m[None])
-    out = np.unique(np.concatenate(moves), axis=0)
+    else:  # every pair (i, j) by (±1, ±1), built as one array (a Python loop here was most of a 1e5 run's time)
+        pairs_ij = np.asarray(list(itertools.combinations(range(len(sizes)) if among is None else among, 2)), int)
+        if not len(pairs_ij):
+            return np.empty((0, len(sizes)), int)
+        signs = np.asarray([(1, 1), (1, -1), (-1, 1), (-1, -1)])
+        pi, sg = np.repeat(pairs_ij, 4, 0), np.tile(signs, (len(pairs_ij), 1))
+        m = np.repeat(idx[None], len(pi), 0)
+        rows = np.arange(len(pi))[:, None]
+        m[rows, pi] = np.clip(m[rows, pi] + sg, 0, sizes_a[pi] - 1)
+        moves.append(m)
+    out = np.unique(np.concatenate(moves), axis=0)  # sorted: ties go to the same design on every machine
     return out[(out != idx).any(1)]
 
 
