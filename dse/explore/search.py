@@ -17,8 +17,9 @@ pytrees is searchable without a change here. Continuous knobs are fine grids (``
    and each start's last iterate also to random floor/ceil combinations; all are scored exactly.
 3. Evolution (``evolve_share`` of what is left: 50% at 10³ evaluations, 90% from 10⁴): CMA-ES
    (Hansen's, the ``cmaes`` package) on the unit cube of legal indices, its mean at the best rounded
-   design and its step 0.15 of each knob's range: the population moves several knobs at once, which a
-   one- or two-knob neighbourhood cannot (shape, bits and batch change together at a constraint).
+   design and its step ``EVOLVE_SIGMA`` (0.05) of each knob's range: the population moves several knobs
+   at once, which a one- or two-knob neighbourhood cannot (shape, bits and batch change together at a
+   constraint).
 4. Iterated local search (the rest): from the best legal point, every knob moves by ±1 legal step;
    when none of those improves, to each of its values (knobs of at most ``SMALL`` values) or by ±1, 2,
    4, … legal steps; with either, joint ±1 moves of the knobs whose single moves were invalid (a
