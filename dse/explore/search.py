@@ -203,8 +203,9 @@ def grad_schedule(budget: int) -> tuple[int, int]:
 
 
 def descend(loss, u0, penalty, steps, *, opt, checkpoints: int = 10):
-    """``opt`` on ``loss(u, weight)`` → (value, aux) for every start at once for ``steps`` steps (a traced count: one compile serves every
-    budget); returns the iterates at ``checkpoints`` evenly spaced steps (checkpoints, starts, knobs)."""
+    """``opt`` on ``loss(u, weight)`` → (value, aux) for every start at once for ``steps`` steps (a traced
+    count: one compile serves every budget); returns the iterates at ``checkpoints`` evenly spaced steps
+    (checkpoints, starts, knobs)."""
     every = jnp.maximum(steps // checkpoints, 1)
 
     def step(t, carry):
