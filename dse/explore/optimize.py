@@ -257,13 +257,12 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
 
     @partial(jax.jit, compiler_options=COMPILER_OPTIONS)
     def run(u0):
+        from dse.explore.search import penalized_step
+        one = penalized_step(loss, opt, settings.penalty, settings.steps)  # penalty weight 1x → 10⁴x over the run
+
         def step(carry, t):
-            u, state = carry
-            weight = settings.penalty * 10.0 ** (4.0 * t / settings.steps)  # 1x → 10⁴x over the run
-            (_, (obj, viol)), g = jax.vmap(jax.value_and_grad(loss, has_aux=True), (0, None))(u, weight)
-            g = jnp.where(jnp.isfinite(g), g, 0.0)
-            updates, state = jax.vmap(opt.update)(g, state, u)
-            return (optax.apply_updates(u, updates), state), (obj, viol)
+            u, state, (obj, viol) = one(*carry, t)
+            return (u, state), (obj, viol)
         state0 = jax.vmap(opt.init)(u0)
         (u, _), (objs, viols) = jax.lax.scan(step, (u0, state0), jnp.arange(settings.steps, dtype=jnp.float64))
         return u, objs, viols

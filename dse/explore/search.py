@@ -202,19 +202,29 @@ def grad_schedule(budget: int) -> tuple[int, int]:
     return rounds, max(total // rounds, 4)
 
 
+def penalized_step(loss, opt, penalty, steps):
+    """One step of ``opt`` on ``loss(u, weight)`` → (value, aux) for every start at once, the penalty weight
+    growing 10⁴× over ``steps`` (non-finite gradients dropped): ``step(u, state, t)`` → (u, state, aux).
+    Shared by :func:`descend` and the fixed schedule of :func:`dse.explore.optimize.optimize`."""
+    def step(u, state, t):
+        weight = penalty * 10.0 ** (4.0 * t / steps)
+        (_, aux), g = jax.vmap(jax.value_and_grad(loss, has_aux=True), (0, None))(u, weight)
+        g = jnp.where(jnp.isfinite(g), g, 0.0)
+        updates, state = jax.vmap(opt.update)(g, state, u)
+        return optax.apply_updates(u, updates), state, aux
+    return step
+
+
 def descend(loss, u0, penalty, steps, *, opt, checkpoints: int = 10):
     """``opt`` on ``loss(u, weight)`` → (value, aux) for every start at once for ``steps`` steps (a traced
     count: one compile serves every budget); returns the iterates at ``checkpoints`` evenly spaced steps
     (checkpoints, starts, knobs)."""
     every = jnp.maximum(steps // checkpoints, 1)
+    one = penalized_step(loss, opt, penalty, steps)
 
     def step(t, carry):
         u, state, keep = carry
-        weight = penalty * 10.0 ** (4.0 * t / steps)
-        g, _ = jax.vmap(jax.grad(loss, has_aux=True), (0, None))(u, weight)
-        g = jnp.where(jnp.isfinite(g), g, 0.0)
-        updates, state = jax.vmap(opt.update)(g, state, u)
-        u = optax.apply_updates(u, updates)
+        u, state, _ = one(u, state, t)
         slot = jnp.clip((t + 1) // every - 1, 0, checkpoints - 1)
         keep = jnp.where(((t + 1) % every == 0) & ((t + 1) // every <= checkpoints), keep.at[slot].set(u), keep)
         return u, state, keep
