@@ -295,7 +295,8 @@ def summarize(done: dict, problems, budgets, methods, seeds, emit, tpe_max_budge
                 rs = [done[(name, b, m, s)] for s in seeds if (name, b, m, s) in done]
                 label = f"codesign.{name}.{b}.{m}"
                 if not rs:
-                    why = (f"not run: Optuna TPE is O(n) per trial; {b} trials exceed the session on 2 cores"
+                    why = (f"not run: Optuna TPE is O(n) per trial, a run O(n^2); {b} trials take ~21 h on one core "
+                           "of a 2-core Xeon (README, Co-design at scale)"
                            if m == "tpe" and BUDGETS[b] > tpe_max_budget else "not run")
                     emit(name=label, value=None, unit="gap", skipped=why)
                     continue
