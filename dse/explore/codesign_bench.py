@@ -28,6 +28,9 @@ import numpy as np
 
 BUDGETS = {"1e3": 1000, "1e4": 10000, "1e5": 100000}
 METHODS = ("dse", "tpe", "cmaes", "random")
+#: Optuna TPE's wall time ≈ this × trials² seconds (optuna 5.0.0, hw_budget seed 0 on one core of the 2-core
+#: Xeon VM: 551 s to 9,000 trials, 2,361 s to 18,000; README, Co-design at scale)
+TPE_S_PER_TRIAL2 = 7.8e-6
 
 ARCH = {"model.n_layers": {"low": 16, "high": 80, "integer": True},
         "model.d_model": {"low": 2048, "high": 8192, "multiple_of": 256},
@@ -295,8 +298,8 @@ def summarize(done: dict, problems, budgets, methods, seeds, emit, tpe_max_budge
                 rs = [done[(name, b, m, s)] for s in seeds if (name, b, m, s) in done]
                 label = f"codesign.{name}.{b}.{m}"
                 if not rs:
-                    why = (f"not run: Optuna TPE is O(n) per trial, a run O(n^2); {b} trials take ~21 h on one core "
-                           "of a 2-core Xeon (README, Co-design at scale)"
+                    why = (f"not run (above --codesign-tpe-max): Optuna TPE is O(n) per trial, a run O(n^2); {b} "
+                           f"trials take ~{TPE_S_PER_TRIAL2 * BUDGETS[b] ** 2 / 3600:.2g} h on one core here"
                            if m == "tpe" and BUDGETS[b] > tpe_max_budget else "not run")
                     emit(name=label, value=None, unit="gap", skipped=why)
                     continue
