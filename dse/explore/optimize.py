@@ -25,6 +25,7 @@ from dse.core.design import Design, DesignError, is_valid, order_slack
 from dse.core.hardware import Hardware
 from dse.core.hwcost import HwCostParams, hardware_cost
 from dse.core.metrics import COMPILER_OPTIONS, evaluate, map_points
+from dse.explore.search import BATCHES, budgeted_search, descend, penalized_step
 from dse.explore.space import Knob, get_knob, set_knob, specialize_design
 
 #: knobs with at most this many legal values are searched jointly around the rounded design,
@@ -257,7 +258,6 @@ def optimize(design: Design, hw: Hardware, acc: AccuracyParams, conv: Convention
 
     @partial(jax.jit, compiler_options=COMPILER_OPTIONS)
     def run(u0):
-        from dse.explore.search import penalized_step
         one = penalized_step(loss, opt, settings.penalty, settings.steps)  # penalty weight 1x → 10⁴x over the run
 
         def step(carry, t):
@@ -354,7 +354,6 @@ def exact_rows(x, design, hw, acc, hwp, metrics: bool = True, **kw) -> dict:
     """:func:`exact_batch` of rows of knob values ``x`` (n, k) in padded blocks of ``BATCHES[-1]`` rows:
     one compiled shape serves every call (a single row compiled the whole model again). ``metrics=False``
     copies only the objective, violations and validity to the host (the ~300 metric arrays cost ~2 ms a call)."""
-    from dse.explore.search import BATCHES
     size, parts = BATCHES[-1], []
     for s in range(0, len(x), size):
         part = x[s:s + size]
@@ -406,7 +405,6 @@ def descent_of(design, hw, acc, hwp, *, conv, keys, objective, optimizer):
     key = (_fingerprint((design, hw, acc, hwp)), conv, keys, objective, optimizer)
     if key in _DESCENTS:
         return _DESCENTS[key]
-    from dse.explore.search import descend
 
     def run(u0, steps, penalty, learning_rate, scale, box, constraints):
         loss = relaxed_loss(design, hw, acc, hwp, conv=conv, keys=keys, objective=objective, constraints=constraints,
@@ -421,7 +419,6 @@ def descent_of(design, hw, acc, hwp, *, conv, keys, objective, optimizer):
 
 
 def _budgeted(design, hw, acc, conv, knobs, objective, constraints, settings, hwp) -> Result:
-    from dse.explore.search import budgeted_search
     keys = tuple(k.key for k in knobs)
     kw = dict(conv=conv, keys=keys, objective=objective, constraints=constraints)
     base_values = np.asarray([float(get_knob(design, hw, k)) for k in keys])
